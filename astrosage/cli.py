@@ -1,0 +1,240 @@
+"""The ``astrosage`` command line.
+
+    astrosage validate recipes/tiny-cpu.yaml
+    astrosage run recipes/tiny-cpu.yaml                     # every enabled stage, cached
+    astrosage run recipes/x.yaml --stages cpt,sft --force cpt.learning_rate=1e-4
+    astrosage cpt recipes/x.yaml                            # one stage
+    astrosage schema [--markdown | --json-schema FILE]
+    astrosage tiny-model OUT_DIR [--variant instruct]
+
+Exit codes: 0 ok, 1 a stage failed, 2 invalid recipe or usage, 3 stage not available in this version.
+Works as ``python -m astrosage.cli`` too (e.g. under ``accelerate launch -m astrosage.cli``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .recipe import Recipe, RecipeError, check_paths, load_recipe
+
+EXIT_STAGE_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_NOT_AVAILABLE = 3
+
+console = Console(stderr=True)
+out = Console()
+log = logging.getLogger("astrosage")
+
+app = typer.Typer(
+    name="astrosage",
+    help=(
+        "Turn a general LLM into an astronomy specialist, the AstroSage way.\n\n"
+        "One YAML recipe drives the pipeline: corpus -> synth -> cpt -> sft -> merge -> eval -> publish. "
+        "Start with `astrosage validate RECIPE`, then `astrosage run RECIPE`. "
+        "Override any field on the command line as section.field=value."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+RecipeArg = typer.Argument(..., help="Recipe YAML file (see `astrosage schema`).", exists=False, dir_okay=False)
+OverridesArg = typer.Argument(None, help="Overrides as section.field=value, e.g. cpt.learning_rate=1e-4 run.name=trial.")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        out.print(f"astrosage {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """astrosage command line."""
+
+
+def _load(recipe_path: Path, overrides: Optional[list[str]], check_files: bool = True) -> Recipe:
+    """Load + validate a recipe, printing a clear error and exiting 2 on failure."""
+    try:
+        recipe = load_recipe(recipe_path, overrides or [])
+        if check_files:
+            check_paths(recipe, source=str(recipe_path))
+    except RecipeError as exc:
+        console.print(f"[bold red]error:[/] {recipe_path} is not a valid recipe", highlight=False)
+        for source, path, msg in exc.problems:
+            where = f"{path}: " if path else ""
+            console.print(f"  {source}: {where}{msg}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    return recipe
+
+
+def _setup_logging(recipe: Recipe) -> None:
+    from .logs import setup_logging
+
+    setup_logging(recipe.logging.level, extra_secret_env_vars=(recipe.synth.api_key_env, recipe.publish.token_env))
+
+
+@app.command()
+def validate(
+    recipe: Path = RecipeArg,
+    overrides: Optional[list[str]] = OverridesArg,
+) -> None:
+    """Check a recipe (schema, cross-field rules, local paths) without running anything."""
+    loaded = _load(recipe, overrides)
+    from .pipeline import STAGES
+
+    enabled = [s for s in STAGES if getattr(loaded, s).enabled]
+    unavailable = [s for s in enabled if not STAGES[s].available]
+    out.print(f"[green]ok[/]: {recipe} (run '{loaded.run.name}', stages enabled: {', '.join(enabled) or 'none'})")
+    if unavailable:
+        out.print(f"[yellow]note[/]: not available in astrosage {__version__} yet: {', '.join(unavailable)}")
+
+
+@app.command()
+def schema(
+    markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table (for docs)."),
+    json_schema: Optional[Path] = typer.Option(None, "--json-schema", help="Write the JSON Schema to this file."),
+) -> None:
+    """Print every recipe field with its type, default and description."""
+    from .schema_doc import iter_fields, schema_json, schema_markdown
+
+    if json_schema is not None:
+        from .artifacts import atomic_write_text
+
+        atomic_write_text(json_schema, schema_json())
+        out.print(f"wrote {json_schema}")
+        return
+    if markdown:
+        sys.stdout.write(schema_markdown())
+        return
+    table = Table(title="astrosage recipe schema", show_lines=False)
+    for col in ("field", "type", "default", "description"):
+        table.add_column(col, overflow="fold")
+    for row in iter_fields():
+        style = "bold cyan" if row.type == "section" else None
+        table.add_row(row.path, row.type, row.default, row.description, style=style)
+    out.print(table)
+
+
+def _run(recipe_path: Path, overrides: Optional[list[str]], stages: Optional[list[str]], force: bool) -> None:
+    recipe = _load(recipe_path, overrides)
+    _setup_logging(recipe)
+    from .progress import StageProgress, summary_table
+    from .runner import PipelineError, RunManager, StageNotAvailable
+
+    manager = RunManager(recipe)
+    try:
+        selected = manager.select(stages)
+        manager.check_available(selected)
+    except StageNotAvailable as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_NOT_AVAILABLE) from None
+    except PipelineError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+    log.info("run '%s' -> %s", recipe.run.name, manager.run_dir)
+    outcomes = []
+    failed: BaseException | None = None
+    with StageProgress(console, [s for s in selected if manager.enabled(s)]) as progress:
+        try:
+            manager.run(selected, force=force, on_event=lambda o: (outcomes.append(o), progress.update(o)))
+        except PipelineError as exc:
+            failed = exc
+        except KeyboardInterrupt:
+            failed = KeyboardInterrupt("interrupted; rerun the same command to resume")
+        except Exception as exc:  # a stage failed: show the summary, then the error
+            failed = exc
+            log.exception("stage failed")
+    out.print(summary_table(recipe.run.name, outcomes, manager.run_dir))
+    if failed is not None:
+        console.print(f"[bold red]error:[/] {failed}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT if isinstance(failed, PipelineError) else EXIT_STAGE_FAILED)
+
+
+@app.command()
+def run(
+    recipe: Path = RecipeArg,
+    overrides: Optional[list[str]] = OverridesArg,
+    stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated stages to run, e.g. cpt,sft (default: all enabled)."),
+    force: bool = typer.Option(False, "--force", help="Rerun selected stages even if their manifest matches."),
+) -> None:
+    """Run the pipeline: every enabled stage in order; finished stages with matching manifests are skipped."""
+    _run(recipe, overrides, stages.split(",") if stages else None, force)
+
+
+def _stage_command(stage: str, summary: str) -> None:
+    def command(
+        recipe: Path = RecipeArg,
+        overrides: Optional[list[str]] = OverridesArg,
+        force: bool = typer.Option(False, "--force", help="Rerun even if the manifest matches."),
+    ) -> None:
+        _run(recipe, overrides, [stage], force)
+
+    command.__doc__ = f"Run only the {stage} stage: {summary}."
+    app.command(name=stage)(command)
+
+
+def _register_stage_commands() -> None:
+    from .pipeline import STAGES
+
+    for name, spec in STAGES.items():
+        _stage_command(name, spec.summary)
+
+
+_register_stage_commands()
+
+
+@app.command()
+def slurm(
+    recipe: Path = RecipeArg,
+    overrides: Optional[list[str]] = OverridesArg,
+) -> None:
+    """Render / submit sbatch jobs for the recipe's stages (not available in this version yet)."""
+    _load(recipe, overrides, check_files=False)
+    console.print(
+        f"[bold red]error:[/] `astrosage slurm` is not available yet in astrosage {__version__}; "
+        "see the README for running stages under srun/accelerate by hand",
+        highlight=False,
+    )
+    raise typer.Exit(EXIT_NOT_AVAILABLE)
+
+
+@app.command("tiny-model")
+def tiny_model(
+    out_dir: Path = typer.Argument(..., help="Folder to create (must not exist or be empty)."),
+    variant: str = typer.Option("base", "--variant", help="'base' or 'instruct' (same tokenizer, different weights)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the random weights."),
+) -> None:
+    """Write the offline tiny Llama model (random weights + tokenizer + chat template)."""
+    from .tiny import build_tiny_model, count_parameters
+
+    if variant not in ("base", "instruct"):
+        console.print(f"[bold red]error:[/] --variant {variant!r} is not one of 'base', 'instruct'")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        path = build_tiny_model(out_dir, variant=variant, seed=seed)  # type: ignore[arg-type]
+    except FileExistsError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    out.print(f"wrote tiny {variant} model ({count_parameters(path):,} parameters) to {path}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

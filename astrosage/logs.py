@@ -1,0 +1,66 @@
+"""Console logging with rich, and a filter that keeps secrets (HF / W&B / API tokens) out of logs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Iterable
+
+#: Environment variables whose values must never appear in a log line.
+SECRET_ENV_VARS = (
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HUGGINGFACE_TOKEN",
+    "WANDB_API_KEY",
+    "OPENAI_API_KEY",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
+REDACTED = "***"
+
+
+class SecretRedactor(logging.Filter):
+    """Replaces the values of secret environment variables in every record with ``***``."""
+
+    def __init__(self, extra_env_vars: Iterable[str] = ()):
+        super().__init__()
+        self.env_vars = tuple(dict.fromkeys((*SECRET_ENV_VARS, *extra_env_vars)))
+
+    def _secrets(self) -> list[str]:
+        # read at log time: a token exported after start-up is still caught
+        values = [os.environ.get(name, "") for name in self.env_vars]
+        return sorted({v for v in values if len(v) >= 6}, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets():
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = self._secrets()
+        if not secrets:
+            return True
+        message = record.getMessage()
+        clean = message
+        for secret in secrets:
+            clean = clean.replace(secret, REDACTED)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def setup_logging(level: str = "INFO", extra_secret_env_vars: Iterable[str] = ()) -> logging.Logger:
+    """Configure the ``astrosage`` logger (rich console handler + secret redaction); idempotent."""
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("astrosage")
+    logger.setLevel(level)
+    for handler in list(logger.handlers):
+        if getattr(handler, "_astrosage", False):
+            logger.removeHandler(handler)
+    handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False, log_time_format="[%X]")
+    handler._astrosage = True  # type: ignore[attr-defined]
+    handler.addFilter(SecretRedactor(extra_secret_env_vars))
+    logger.addHandler(handler)
+    logger.propagate = False
+    return logger

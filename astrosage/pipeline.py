@@ -1,0 +1,196 @@
+"""The pipeline's stages: what each reads, which recipe sections define it, where its code lives.
+
+A stage implementation is a function ``run(ctx: StageContext) -> StageResult`` named by
+``StageSpec.entry`` ("module:function"), imported only when the stage runs. A stage whose
+``entry`` is None is not in this version: asking for it is a clear error, never a fake result.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .recipe import Recipe
+
+log = logging.getLogger("astrosage")
+
+MODEL_STAGES = ("cpt", "sft", "merge")
+
+
+class StageNotAvailable(RuntimeError):
+    """The stage is not implemented in this version of astrosage."""
+
+
+@dataclass
+class StageResult:
+    """What a stage reports back; stored in its manifest."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    #: named outputs, relative to the stage folder (e.g. {"model": "model"} for a checkpoint)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StageContext:
+    """Everything a stage may use: the recipe, where to write, and the upstream artifacts."""
+
+    recipe: Recipe
+    stage: str
+    run_dir: Path
+    work_dir: Path
+    upstream: dict[str, dict[str, Any]]
+    force: bool = False
+
+    @property
+    def output_dir(self) -> Path:
+        """Root of all runs (``run.output_dir``), absolute."""
+        return Path(self.recipe.run.output_dir).resolve()
+
+    def upstream_output(self, stage: str, name: str) -> Path:
+        """Absolute path of a named output of an upstream stage (e.g. ``("sft", "model")``)."""
+        manifest = self.upstream.get(stage)
+        if manifest is None:
+            raise KeyError(f"stage {self.stage!r} did not declare {stage!r} as an input")
+        rel = manifest.get("outputs", {}).get(name)
+        if rel is None:
+            raise KeyError(f"stage {stage!r} has no output named {name!r} (has: {sorted(manifest.get('outputs', {}))})")
+        return self.run_dir / stage / rel
+
+    def resolve_model(self, ref: str) -> str:
+        """Resolve a model reference (Hub id, folder, ``tiny:...``) the way every stage does."""
+        from .models import resolve_model
+
+        return resolve_model(ref, self.output_dir, self.recipe.run.seed)
+
+    def input_model(self) -> str:
+        """The model this stage starts from: the newest upstream checkpoint, else ``model.base``."""
+        for stage in reversed(MODEL_STAGES):
+            if stage in self.upstream and "model" in self.upstream[stage].get("outputs", {}):
+                return str(self.upstream_output(stage, "model"))
+        return self.resolve_model(self.recipe.model.base)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Static description of one pipeline stage."""
+
+    name: str
+    summary: str
+    #: recipe sections (dotted paths allowed) whose values define this stage's result
+    sections: tuple[str, ...]
+    #: upstream stages whose artifacts this stage reads, given the recipe
+    upstream: Callable[[Recipe], list[str]]
+    #: external inputs (model refs, data files) to fingerprint: name -> reference
+    external: Callable[[Recipe], dict[str, str]]
+    #: "module:function" implementing the stage; None = not available in this version
+    entry: str | None = None
+    #: the issue/feature that will provide it, named in the "not available" error
+    planned: str = ""
+
+    @property
+    def available(self) -> bool:
+        return self.entry is not None
+
+    def load(self) -> Callable[[StageContext], StageResult]:
+        """Import and return the stage function (raises StageNotAvailable if there is none)."""
+        if self.entry is None:
+            raise StageNotAvailable(self.not_available_message())
+        module, _, func = self.entry.partition(":")
+        return getattr(importlib.import_module(module), func)
+
+    def not_available_message(self) -> str:
+        from . import __version__
+
+        hint = f" ({self.planned})" if self.planned else ""
+        return (
+            f"stage '{self.name}' is not available yet in astrosage {__version__}{hint}; "
+            f"disable it with `{self.name}.enabled=false` or leave it out of --stages"
+        )
+
+
+def _enabled(recipe: Recipe, *stages: str) -> list[str]:
+    return [s for s in stages if getattr(recipe, s).enabled]
+
+
+def _last_model_stage(recipe: Recipe, before: str) -> list[str]:
+    order = list(MODEL_STAGES)
+    candidates = order[: order.index(before)] if before in order else order
+    enabled = _enabled(recipe, *candidates)
+    return enabled[-1:]
+
+
+def _benchmarks(recipe: Recipe) -> dict[str, str]:
+    return {f"benchmark:{b.name}": b.path for b in recipe.eval.benchmarks}
+
+
+STAGES: dict[str, StageSpec] = {
+    spec.name: spec
+    for spec in (
+        StageSpec(
+            name="corpus",
+            summary="arXiv astro-ph papers -> clean text, filtered, deduplicated, decontaminated (parquet)",
+            sections=("corpus", "eval.benchmarks"),
+            upstream=lambda r: [],
+            external=lambda r: {
+                **({"local_dir": str(r.corpus.local_dir)} if r.corpus.local_dir else {}),
+                **_benchmarks(r),
+                **{f"decontam:{p}": str(p) for p in r.corpus.decontamination.benchmarks},
+            },
+            planned="corpus builder",
+        ),
+        StageSpec(
+            name="synth",
+            summary="synthetic QA with reasoning chains and an MCQ dev set, from the corpus",
+            sections=("synth", "model.base_instruct", "run.seed", "eval.benchmarks"),
+            upstream=lambda r: _enabled(r, "corpus"),
+            external=lambda r: {"teacher": r.synth.teacher_model or r.model.base_instruct or "", **_benchmarks(r)},
+            planned="synthetic QA",
+        ),
+        StageSpec(
+            name="cpt",
+            summary="continued pretraining of the base model on the corpus",
+            sections=("model", "cpt", "run.seed"),
+            upstream=lambda r: _enabled(r, "corpus"),
+            external=lambda r: {"base": r.model.base},
+            planned="training stages",
+        ),
+        StageSpec(
+            name="sft",
+            summary="supervised fine-tuning on synthetic QA (with <think> reasoning)",
+            sections=("model", "sft", "run.seed"),
+            upstream=lambda r: _enabled(r, "cpt", "synth"),
+            external=lambda r: {"base": r.model.base, **({"dataset": r.sft.dataset} if r.sft.dataset else {})},
+            planned="training stages",
+        ),
+        StageSpec(
+            name="merge",
+            summary="merge the trained model with the base-instruct model (mergekit)",
+            sections=("model", "merge"),
+            upstream=lambda r: _last_model_stage(r, "merge"),
+            external=lambda r: {"base_instruct": r.model.base_instruct or ""},
+            planned="model merging",
+        ),
+        StageSpec(
+            name="eval",
+            summary="score the base model and every produced checkpoint on the MCQ benchmarks",
+            sections=("model", "eval"),
+            upstream=lambda r: _enabled(r, *MODEL_STAGES),
+            external=lambda r: {"base": r.model.base, **_benchmarks(r)},
+            planned="benchmark evaluator",
+        ),
+        StageSpec(
+            name="publish",
+            summary="model card + Hugging Face Hub upload (or a --dry-run folder)",
+            sections=("model", "publish"),
+            upstream=lambda r: _last_model_stage(r, "publish") + _enabled(r, "eval"),
+            external=lambda r: {},
+            planned="Hub publishing",
+        ),
+    )
+}
+
+STAGE_ORDER: tuple[str, ...] = tuple(STAGES)

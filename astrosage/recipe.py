@@ -1,0 +1,697 @@
+"""The recipe schema: one typed, documented description of a whole astrosage run.
+
+A recipe is a YAML file whose top-level keys are the sections below (plus an optional
+``extends: other.yaml``). Every field has a description, most have defaults, and unknown keys
+are errors. Loading never imports torch/transformers, so a bad recipe fails in a fraction of a
+second, before any download or GPU allocation.
+
+    recipe = load_recipe("recipes/tiny-cpu.yaml", overrides=["cpt.learning_rate=1e-4"])
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "Recipe",
+    "RecipeError",
+    "load_recipe",
+    "load_recipe_dict",
+    "parse_override",
+    "section_hash",
+    "STAGE_SECTIONS",
+]
+
+#: Pipeline stages in execution order; each has a recipe section of the same name.
+STAGE_SECTIONS: tuple[str, ...] = ("corpus", "synth", "cpt", "sft", "merge", "eval", "publish")
+
+_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+class _Section(BaseModel):
+    """Base for every recipe section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=False)
+
+
+# --------------------------------------------------------------------------------------------
+# run / model / logging
+# --------------------------------------------------------------------------------------------
+
+
+class RunSection(_Section):
+    name: str = Field(
+        description="Run name; artifacts go to <output_dir>/<name>/<stage>/. Letters, digits, '.', '_', '-'.",
+        pattern=_NAME_RE,
+    )
+    output_dir: Path = Field(
+        default=Path("runs"),
+        description="Root folder for all runs (relative paths are resolved against the current directory).",
+    )
+    seed: int = Field(default=42, ge=0, description="Global random seed (data order, init of new weights, sampling).")
+
+
+class ModelSection(_Section):
+    base: str = Field(
+        description=(
+            "Base model to adapt: a Hugging Face Hub id (e.g. 'meta-llama/Llama-3.1-8B'), a local folder, "
+            "or 'tiny:base' for the offline random-weight tiny Llama built by `astrosage tiny-model`."
+        )
+    )
+    base_instruct: str | None = Field(
+        default=None,
+        description="Instruct sibling of the base model, merged with the trained model in the merge stage "
+        "(Hub id, local folder, or 'tiny:instruct').",
+    )
+    tokenizer: str | None = Field(default=None, description="Tokenizer to use; defaults to the base model's.")
+    revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) of the base model.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="bfloat16", description="Weight/compute dtype for training and evaluation."
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3"] = Field(
+        default="sdpa", description="Attention kernel passed to transformers (flash_attention_* need a GPU build)."
+    )
+    trust_remote_code: bool = Field(default=False, description="Allow model code from the Hub (off: safer).")
+
+
+class LoggingSection(_Section):
+    backend: Literal["none", "wandb", "tensorboard"] = Field(default="none", description="Metrics logger.")
+    project: str = Field(default="astrosage", description="wandb project / tensorboard sub-folder.")
+    entity: str | None = Field(default=None, description="wandb entity (team or user).")
+    wandb_mode: Literal["online", "offline", "disabled"] = Field(
+        default="online", description="wandb mode; 'offline' writes a local run folder you can `wandb sync` later."
+    )
+    log_every_n_steps: int = Field(default=10, gt=0, description="Log training metrics every N optimizer steps.")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Console log level.")
+
+
+# --------------------------------------------------------------------------------------------
+# corpus / synth
+# --------------------------------------------------------------------------------------------
+
+
+class FilterSettings(_Section):
+    min_chars: int = Field(default=2_000, ge=0, description="Drop documents shorter than this (characters).")
+    max_chars: int = Field(default=2_000_000, gt=0, description="Drop documents longer than this (characters).")
+    languages: list[str] = Field(default_factory=lambda: ["en"], description="Keep documents in these languages.")
+    max_non_text_ratio: float = Field(
+        default=0.5, ge=0, le=1, description="Drop documents whose share of characters outside prose+math exceeds this."
+    )
+
+
+class DedupSettings(_Section):
+    exact: bool = Field(default=True, description="Drop exact duplicates (hash of normalised text).")
+    near: bool = Field(default=True, description="Drop near-duplicates with MinHash-LSH.")
+    shingle_size: int = Field(default=5, gt=0, description="Word n-gram size of MinHash shingles.")
+    num_perm: int = Field(default=112, gt=0, description="Number of MinHash permutations (buckets x hashes).")
+    threshold: float = Field(default=0.8, gt=0, lt=1, description="Jaccard similarity above which two docs are duplicates.")
+
+
+class DecontaminationSettings(_Section):
+    ngram: int = Field(default=13, gt=0, description="Word n-gram length shared with a benchmark item that counts as contamination.")
+    action: Literal["drop", "flag"] = Field(default="drop", description="Drop contaminated documents or keep them flagged.")
+    benchmarks: list[Path] = Field(
+        default_factory=list,
+        description="Extra benchmark files (MCQ JSON/JSONL) to decontaminate against; the eval section's benchmarks are always included.",
+    )
+    drop_doi_prefixes: list[str] = Field(
+        default_factory=lambda: ["10.1146/annurev-astro"],
+        description="Drop papers whose DOI starts with one of these (benchmark source journals, e.g. ARA&A).",
+    )
+    drop_journal_refs: list[str] = Field(
+        default_factory=lambda: ["Annu. Rev. Astron. Astrophys", "ARA&A"],
+        description="Drop papers whose journal_ref contains one of these strings.",
+    )
+
+
+class CorpusSection(_Section):
+    enabled: bool = Field(default=True, description="Run this stage.")
+    source: Literal["local", "arxiv_api", "oai_pmh", "s3_bulk"] = Field(
+        default="local", description="Where papers come from: a local folder of e-print files, the arXiv API, OAI-PMH, or the S3 bulk tars."
+    )
+    local_dir: Path | None = Field(default=None, description="Folder of e-print files + metadata.jsonl (source: local).")
+    categories: list[str] = Field(
+        default_factory=lambda: ["astro-ph"], description="arXiv categories to harvest (astro-ph includes its subcategories)."
+    )
+    include_gr_qc: bool = Field(default=False, description="Also harvest gr-qc (as AstroSage-8B did).")
+    date_from: str | None = Field(default=None, description="First submission date, YYYY-MM-DD.", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    date_to: str | None = Field(default=None, description="Last submission date, YYYY-MM-DD.", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    max_papers: int | None = Field(default=None, gt=0, description="Stop after this many papers (for trials).")
+    contact_email: str | None = Field(
+        default=None, description="Your e-mail, sent in the User-Agent as arXiv's terms ask (required for network sources)."
+    )
+    request_interval_s: float = Field(
+        default=3.0, ge=3.0, description="Seconds between requests to arXiv (its terms: at most 1 request / 3 s)."
+    )
+    timeout_s: float = Field(default=60.0, gt=0, description="Network timeout per request, seconds.")
+    max_retries: int = Field(default=5, ge=0, description="Retries with exponential backoff on 429/503/timeouts.")
+    s3_requester_pays: bool = Field(default=True, description="The arXiv S3 bucket is requester-pays; you are billed for transfer.")
+    max_uncompressed_mb: int = Field(default=512, gt=0, description="Per-paper cap on extracted size (decompression-bomb guard).")
+    max_archive_members: int = Field(default=2_000, gt=0, description="Per-paper cap on archive members.")
+    num_workers: int = Field(default=1, gt=0, description="Local worker processes for text extraction and filtering.")
+    executor: Literal["local", "slurm"] = Field(default="local", description="Engine that fans out processing steps.")
+    filters: FilterSettings = Field(default_factory=FilterSettings, description="Quality filters tuned for papers.")
+    dedup: DedupSettings = Field(default_factory=DedupSettings, description="Exact and near-duplicate removal.")
+    decontamination: DecontaminationSettings = Field(
+        default_factory=DecontaminationSettings, description="Benchmark decontamination (by n-gram and by source)."
+    )
+    shard_docs: int = Field(default=10_000, gt=0, description="Documents per output parquet shard.")
+
+
+class SynthSection(_Section):
+    enabled: bool = Field(default=True, description="Run this stage.")
+    backend: Literal["transformers", "vllm", "openai"] = Field(
+        default="transformers", description="Teacher backend: local transformers, offline vLLM, or any OpenAI-compatible server."
+    )
+    teacher_model: str | None = Field(default=None, description="Teacher model; defaults to model.base_instruct.")
+    api_base: str | None = Field(default=None, description="Base URL of the OpenAI-compatible server (backend: openai).")
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="Name of the env variable holding the API key (the key is never logged).")
+    tasks: list[Literal["qa", "qa_reasoning", "mcq"]] = Field(
+        default_factory=lambda: ["qa", "qa_reasoning", "mcq"], description="What to generate from each chunk."
+    )
+    chunk_chars: int = Field(default=1_800, gt=0, description="Characters per chunk sent to the teacher.")
+    chunk_overlap: int = Field(default=200, ge=0, description="Characters of overlap between consecutive chunks.")
+    max_chunks: int | None = Field(default=None, gt=0, description="Stop after this many chunks (for trials).")
+    max_new_tokens: int = Field(default=1_024, gt=0, description="Generation budget per request.")
+    temperature: float = Field(default=0.7, ge=0, description="Sampling temperature.")
+    top_p: float = Field(default=0.95, gt=0, le=1, description="Nucleus sampling top-p.")
+    batch_size: int = Field(default=8, gt=0, description="Prompts per batch (local backends).")
+    concurrency: int = Field(default=8, gt=0, description="Concurrent requests (openai backend).")
+    timeout_s: float = Field(default=120.0, gt=0, description="Request timeout, seconds.")
+    max_retries: int = Field(default=5, ge=0, description="Retries with backoff on errors and 429s.")
+    mcq_dev_size: int = Field(default=200, ge=0, description="Target number of validated MCQs for the labelled dev set.")
+
+    @model_validator(mode="after")
+    def _overlap_below_chunk(self) -> "SynthSection":
+        if self.chunk_overlap >= self.chunk_chars:
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_chars ({self.chunk_chars})")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# training: cpt / sft
+# --------------------------------------------------------------------------------------------
+
+
+class DataMix(_Section):
+    path: str = Field(description="A local file/folder (jsonl/parquet) or a Hub dataset id.")
+    weight: float = Field(default=1.0, gt=0, description="Sampling weight relative to the domain data (weight 1.0).")
+    split: str = Field(default="train", description="Split to read for Hub datasets.")
+    max_samples: int | None = Field(default=None, gt=0, description="Use at most this many examples.")
+
+
+class LoraSettings(_Section):
+    enabled: bool = Field(default=False, description="Train LoRA adapters (peft) instead of all weights.")
+    r: int = Field(default=16, gt=0, description="LoRA rank.")
+    alpha: int = Field(default=32, gt=0, description="LoRA alpha.")
+    dropout: float = Field(default=0.05, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: list[str] | Literal["all-linear"] = Field(default="all-linear", description="Modules to adapt.")
+
+
+class TrainingSection(_Section):
+    """Fields shared by the two training stages."""
+
+    enabled: bool = Field(default=True, description="Run this stage.")
+    learning_rate: float = Field(default=2e-5, gt=0, description="Peak learning rate.")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup", "warmup_stable_decay"] = Field(
+        default="cosine", description="Learning-rate schedule."
+    )
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description="Fraction of steps used for linear warm-up.")
+    num_epochs: float = Field(default=1.0, gt=0, description="Passes over the training data.")
+    max_steps: int | None = Field(default=None, gt=0, description="Stop after this many optimizer steps (overrides num_epochs).")
+    max_seq_len: int = Field(default=8_192, gt=0, description="Packed sequence length in tokens.")
+    per_device_batch_size: int = Field(default=1, gt=0, description="Sequences per device per micro-step.")
+    gradient_accumulation_steps: int = Field(default=1, gt=0, description="Micro-steps per optimizer step.")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
+    gradient_checkpointing: bool = Field(default=True, description="Recompute activations to save memory.")
+    packing: bool = Field(default=True, description="Pack documents into full sequences with per-document attention masking.")
+    deepspeed: Path | None = Field(default=None, description="DeepSpeed JSON config (e.g. recipes/deepspeed/zero3.json); none = plain DDP/single process.")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="Parameter-efficient fine-tuning.")
+    general_mix: list[DataMix] = Field(default_factory=list, description="General-domain data mixed in to limit forgetting.")
+    save_steps: int = Field(default=500, gt=0, description="Save a checkpoint every N optimizer steps.")
+    save_total_limit: int = Field(default=3, gt=0, description="Keep at most this many checkpoints.")
+    num_proc: int = Field(default=1, gt=0, description="Processes for tokenization.")
+
+
+class CptSection(TrainingSection):
+    text_field: str = Field(default="text", description="Field of the corpus documents to train on.")
+
+
+class SftSection(TrainingSection):
+    dataset: str | None = Field(
+        default=None, description="Conversational data ({'messages': [...]}) to use instead of / besides the synth stage's QA."
+    )
+    assistant_only_loss: bool = Field(default=True, description="Train only on assistant tokens (needs {% generation %} in the chat template).")
+    packing_strategy: Literal["bfd", "wrapped"] = Field(default="bfd", description="TRL packing; 'bfd' is padding-free with per-sample position_ids.")
+    reasoning_fraction: float = Field(
+        default=0.5, ge=0, le=1, description="Share of examples trained with their <think> reasoning chain (the rest answer directly)."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# merge / eval / publish / slurm
+# --------------------------------------------------------------------------------------------
+
+
+class MergeSection(_Section):
+    enabled: bool = Field(default=True, description="Run this stage.")
+    method: Literal["linear", "slerp", "ties", "dare_ties", "task_arithmetic"] = Field(
+        default="linear", description="mergekit merge method."
+    )
+    weight: float = Field(
+        default=0.75, ge=0, le=1, description="Weight of the trained model; model.base_instruct gets 1 - weight (AstroSage-8B: 0.75)."
+    )
+    density: float | None = Field(default=None, gt=0, le=1, description="Fraction of delta weights kept (ties / dare_ties).")
+    sweep: list[float] = Field(default_factory=list, description="Weights to try; one merge each, best chosen by select_metric.")
+    select_metric: str = Field(default="accuracy", description="Eval metric used to pick the best merge of a sweep.")
+    tokenizer_source: Literal["base", "union"] | str = Field(
+        default="base", description="mergekit tokenizer_source: 'base', 'union', or a model reference."
+    )
+    mergekit_yaml: Path | None = Field(default=None, description="Use this raw mergekit YAML instead of building one.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(default="bfloat16", description="dtype of the merged weights.")
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_in_range(cls, v: list[float]) -> list[float]:
+        for w in v:
+            if not 0 <= w <= 1:
+                raise ValueError(f"sweep weight {w} is outside [0, 1]")
+        return v
+
+    @model_validator(mode="after")
+    def _density_for_sparse_methods(self) -> "MergeSection":
+        if self.method in ("ties", "dare_ties") and self.density is None and self.mergekit_yaml is None:
+            raise ValueError(f"method '{self.method}' needs merge.density (e.g. 0.5)")
+        return self
+
+
+class BenchmarkRef(_Section):
+    name: str = Field(description="Short name used in reports.", pattern=_NAME_RE)
+    path: str = Field(description="MCQ file (json/jsonl/csv/parquet) or a Hub dataset id.")
+    split: str | None = Field(default=None, description="Split, for Hub datasets.")
+
+
+class EvalSection(_Section):
+    enabled: bool = Field(default=True, description="Run this stage.")
+    benchmarks: list[BenchmarkRef] = Field(default_factory=list, description="MCQ benchmarks to score every checkpoint on.")
+    method: Literal["letter", "choices", "generate"] = Field(
+        default="letter",
+        description="'letter': probability of A/B/C/D after the prompt (AstroMLab token method); 'choices': log-likelihood "
+        "of each option (lm-eval style); 'generate': JSON answer with optional reasoning (AstroMLab full-instruct).",
+    )
+    checkpoints: Literal["all", "final"] | list[str] = Field(
+        default="all", description="Which checkpoints to score: 'all' (base and every stage's output), 'final', or stage names."
+    )
+    batch_size: int = Field(default=8, gt=0, description="Questions per forward batch.")
+    limit: int | None = Field(default=None, gt=0, description="Score only the first N questions of each benchmark.")
+    max_new_tokens: int = Field(default=512, gt=0, description="Generation budget ('generate' method).")
+    thinking: bool = Field(default=False, description="Let the model reason in <think> before answering ('generate').")
+
+
+class PublishSection(_Section):
+    enabled: bool = Field(default=True, description="Run this stage.")
+    repo_id: str | None = Field(default=None, description="Hub repository, 'user/name'.", pattern=r"^[\w.-]+/[\w.-]+$")
+    private: bool = Field(default=True, description="Create the Hub repository as private.")
+    dry_run: bool = Field(default=False, description="Write the exact folder that would be uploaded, upload nothing.")
+    license: str = Field(default="llama3.1", description="License id for the model card (follows the base model's).")
+    token_env: str = Field(default="HF_TOKEN", description="Env variable holding the Hub token (never logged); else the cached login.")
+
+
+class SlurmSection(_Section):
+    partition: str | None = Field(default=None, description="Partition (-p).")
+    account: str | None = Field(default=None, description="Account to charge (-A).")
+    qos: str | None = Field(default=None, description="Quality of service (--qos).")
+    nodes: int = Field(default=1, gt=0, description="Nodes per training job.")
+    gpus_per_node: int = Field(default=8, ge=0, description="GPUs per node.")
+    cpus_per_task: int = Field(default=32, gt=0, description="CPUs per node task.")
+    mem: str | None = Field(default=None, description="Memory per node, e.g. '480G'.")
+    time: str = Field(default="24:00:00", description="Wall-time limit.", pattern=r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")
+    signal_grace_s: int = Field(default=300, gt=0, description="Seconds before the time limit at which USR1 asks training to checkpoint.")
+    max_requeues: int = Field(default=10, ge=0, description="Stop requeueing after this many preemptions/time-outs.")
+    setup: list[str] = Field(default_factory=list, description="Shell lines run before the job (module load, source venv).")
+    extra_sbatch: list[str] = Field(default_factory=list, description="Extra '#SBATCH' options, e.g. '--constraint=h100'.")
+
+
+# --------------------------------------------------------------------------------------------
+# the recipe
+# --------------------------------------------------------------------------------------------
+
+
+class Recipe(_Section):
+    """A whole astrosage run: one section per concern, one per stage."""
+
+    run: RunSection = Field(description="Name, output folder and seed.")
+    model: ModelSection = Field(description="Base model, its instruct sibling, dtype and attention kernel.")
+    corpus: CorpusSection = Field(default_factory=CorpusSection, description="arXiv corpus stage.")
+    synth: SynthSection = Field(default_factory=SynthSection, description="Synthetic QA / MCQ stage.")
+    cpt: CptSection = Field(default_factory=CptSection, description="Continued-pretraining stage.")
+    sft: SftSection = Field(default_factory=SftSection, description="Supervised fine-tuning stage.")
+    merge: MergeSection = Field(default_factory=MergeSection, description="Model-merging stage.")
+    eval: EvalSection = Field(default_factory=EvalSection, description="Benchmark evaluation stage.")
+    publish: PublishSection = Field(default_factory=PublishSection, description="Hub publishing stage.")
+    slurm: SlurmSection = Field(default_factory=SlurmSection, description="Defaults for `astrosage slurm`.")
+    logging: LoggingSection = Field(default_factory=LoggingSection, description="Metrics logging.")
+
+    @model_validator(mode="after")
+    def _cross_section_rules(self) -> "Recipe":
+        problems: list[tuple[str, Any, str]] = []
+        if self.merge.enabled and self.model.base_instruct is None and self.merge.mergekit_yaml is None:
+            problems.append(("model.base_instruct", None, "the merge stage is enabled and needs model.base_instruct (or set merge.enabled=false)"))
+        if self.publish.enabled and not self.publish.dry_run and self.publish.repo_id is None:
+            problems.append(("publish.repo_id", None, "publishing is enabled and needs publish.repo_id (or publish.dry_run=true)"))
+        if self.eval.enabled and not self.eval.benchmarks:
+            problems.append(("eval.benchmarks", [], "the eval stage is enabled and needs at least one benchmark"))
+        if self.corpus.enabled and self.corpus.source == "local" and self.corpus.local_dir is None:
+            problems.append(("corpus.local_dir", None, "corpus.source is 'local' and needs corpus.local_dir"))
+        if self.corpus.enabled and self.corpus.source in ("arxiv_api", "oai_pmh") and not self.corpus.contact_email:
+            problems.append(("corpus.contact_email", None, f"corpus.source '{self.corpus.source}' needs a contact e-mail for arXiv's User-Agent rule"))
+        if self.synth.enabled and self.synth.backend == "openai" and not self.synth.api_base:
+            problems.append(("synth.api_base", None, "synth.backend 'openai' needs synth.api_base"))
+        if self.synth.enabled and self.synth.teacher_model is None and self.model.base_instruct is None:
+            problems.append(("synth.teacher_model", None, "the synth stage needs synth.teacher_model or model.base_instruct"))
+        if problems:
+            raise _CrossFieldErrors(problems)
+        return self
+
+
+class _CrossFieldErrors(ValueError):
+    """Raised by Recipe's cross-section validator; carries dotted paths for clear reporting."""
+
+    def __init__(self, problems: list[tuple[str, Any, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{p}: {m}" for p, _, m in problems))
+
+
+# --------------------------------------------------------------------------------------------
+# loading: extends, overrides, provenance, error messages
+# --------------------------------------------------------------------------------------------
+
+
+class RecipeError(ValueError):
+    """A recipe could not be loaded or validated. ``problems`` lists (source, dotted path, message)."""
+
+    def __init__(self, problems: list[tuple[str, str, str]]):
+        self.problems = problems
+        lines = [f"{src}: {path}: {msg}" if path else f"{src}: {msg}" for src, path, msg in problems]
+        super().__init__("invalid recipe\n  " + "\n  ".join(lines))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError([(str(path), "", "file not found")]) from None
+    except OSError as exc:
+        raise RecipeError([(str(path), "", f"cannot read: {exc}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError([(str(path), "", f"not valid YAML: {exc}")]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError([(str(path), "", f"top level must be a mapping of sections, got {type(data).__name__}")])
+    return data
+
+
+def _merge_into(dst: dict, src: dict, source: str, prov: dict[str, str], prefix: str = "") -> None:
+    """Deep-merge ``src`` into ``dst``; mappings merge, everything else replaces. Records provenance."""
+    for key, value in src.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _merge_into(dst[key], value, source, prov, dotted + ".")
+        else:
+            dst[key] = value
+            for old in [p for p in prov if p == dotted or p.startswith(dotted + ".")]:
+                del prov[old]
+            _record(value, dotted, source, prov)
+
+
+def _record(value: Any, dotted: str, source: str, prov: dict[str, str]) -> None:
+    prov[dotted] = source
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _record(v, f"{dotted}.{k}", source, prov)
+
+
+def _load_with_extends(path: Path, prov: dict[str, str], chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise RecipeError([(str(path), "extends", f"circular extends: {cycle}")])
+    data = _read_yaml(path)
+    parent = data.pop("extends", None)
+    merged: dict[str, Any] = {}
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise RecipeError([(str(path), "extends", f"{parent!r} is not a file path")])
+        parent_path = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
+        if not parent_path.exists():
+            raise RecipeError([(str(path), "extends", f"{parent!r} does not exist (looked for {parent_path})")])
+        merged = _load_with_extends(parent_path, prov, (*chain, path))
+    _merge_into(merged, data, _display(path), prov)
+    return merged
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """Parse ``a.b.c=value`` (list items as ``a.b[0].c``) into (["a", "b", 0, "c"], value).
+
+    The value is read as YAML, so numbers, booleans, ``null`` and ``[1, 2]`` lists work.
+    """
+    if "=" not in text:
+        raise RecipeError([("command line", "", f"override {text!r} is not of the form section.field=value")])
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not re.fullmatch(r"[A-Za-z_]\w*(\[\d+\])*(\.[A-Za-z_]\w*(\[\d+\])*)*", key):
+        raise RecipeError([("command line", key, f"override {text!r}: {key!r} is not a dotted field path")])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise RecipeError([("command line", key, f"value {raw!r} is not valid YAML: {exc}")]) from None
+    # YAML 1.1 reads '1e-4' as a string; accept scientific notation as a number.
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+        value = float(value)
+    parts: list[str | int] = []
+    for token in re.findall(r"[A-Za-z_]\w*|\[\d+\]", key):
+        parts.append(int(token[1:-1]) if token.startswith("[") else token)
+    return parts, value
+
+
+def _dotted(parts: list[str | int]) -> str:
+    text = ""
+    for p in parts:
+        text += f"[{p}]" if isinstance(p, int) else (f".{p}" if text else p)
+    return text
+
+
+def _apply_override(data: dict[str, Any], parts: list[str | int], value: Any, prov: dict[str, str]) -> None:
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        where = _dotted(parts[: i + 1])
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                size = len(node) if isinstance(node, list) else 0
+                raise RecipeError([("command line", where, f"no list item {part} here (the list has {size} items)")])
+            node = node[part]
+            continue
+        if not isinstance(node, dict):
+            raise RecipeError([("command line", where, f"cannot set {_dotted(parts)}: parent is not a section")])
+        child = node.get(part)
+        if child is None:
+            child = node[part] = [] if isinstance(parts[i + 1], int) else {}
+        elif not isinstance(child, (dict, list)):
+            raise RecipeError([("command line", where, f"is a value ({child!r}), not a section; cannot set {_dotted(parts)}")])
+        node = child
+    last = parts[-1]
+    plain = re.sub(r"\[\d+\]", "", _dotted(parts))
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise RecipeError([("command line", _dotted(parts), "no such list item")])
+        node[last] = value
+        prov[plain] = "command line"
+        return
+    if not isinstance(node, dict):
+        raise RecipeError([("command line", _dotted(parts), "parent is not a section")])
+    parent = plain.rpartition(".")[0]
+    _merge_into(node, {last: value}, "command line", prov, parent + "." if parent else "")
+
+
+def _allowed_fields(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names allowed at the parent of ``loc`` (for 'unknown field' messages)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = _model_of(field.annotation)
+    return list(getattr(current, "model_fields", {}).keys()) if current is not None else []
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe_error(err: dict[str, Any], allowed: list[str]) -> str:
+    kind = err["type"]
+    value = err.get("input")
+    ctx = err.get("ctx") or {}
+    shown = json.dumps(value) if isinstance(value, (int, float, str, bool, type(None))) else repr(value)
+    if kind == "extra_forbidden":
+        name = str(err["loc"][-1])
+        hint = difflib.get_close_matches(name, allowed, n=1)
+        tip = f" (did you mean '{hint[0]}'?)" if hint else ""
+        return f"unknown field{tip}; allowed here: {', '.join(allowed)}" if allowed else "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    ops = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in ops:
+        bound = next(iter(ctx.values()))
+        return f"{shown} is not {ops[kind]} {bound}"
+    if kind == "literal_error":
+        return f"{shown} is not one of {ctx.get('expected', '')}"
+    if kind == "string_pattern_mismatch":
+        return f"{shown} does not match the pattern {ctx.get('pattern')}"
+    msg = err.get("msg", kind)
+    return f"{shown} is not valid: {msg}"
+
+
+def load_recipe_dict(
+    data: dict[str, Any], provenance: dict[str, str] | None = None, default_source: str = "<recipe>"
+) -> Recipe:
+    """Validate an already-merged recipe mapping; errors name the source, dotted path and value."""
+    provenance = provenance or {}
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        problems: list[tuple[str, str, str]] = []
+        for err in exc.errors(include_url=False):
+            cross = _find_cross(err)
+            if cross is not None:
+                for path, _, msg in cross.problems:
+                    problems.append((_source_for(path, provenance, default_source), path, msg))
+                continue
+            loc = tuple(err["loc"])
+            dotted = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
+            # pydantic adds union-branch tags (e.g. 'list[str]', 'literal[...]') to loc; drop those.
+            dotted = re.sub(r"\.(list|literal|str|int|float|dict|function-after)\[.*$", "", dotted)
+            problems.append((_source_for(dotted, provenance, default_source), dotted, _describe_error(err, _allowed_fields(Recipe, loc))))
+        # union errors repeat the same path; keep the first message per path
+        seen: set[str] = set()
+        unique = [p for p in problems if not (p[1] in seen or seen.add(p[1]))]
+        raise RecipeError(unique) from None
+
+
+def _find_cross(err: dict[str, Any]) -> _CrossFieldErrors | None:
+    error = (err.get("ctx") or {}).get("error")
+    return error if isinstance(error, _CrossFieldErrors) else None
+
+
+def _source_for(dotted: str, provenance: dict[str, str], default: str) -> str:
+    probe = re.sub(r"\[\d+\]", "", dotted)
+    while probe:
+        if probe in provenance:
+            return provenance[probe]
+        probe = probe.rpartition(".")[0]
+    return default
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Load a recipe file (following ``extends``), apply ``section.field=value`` overrides, validate.
+
+    Raises :class:`RecipeError` whose message names the file (or "command line"), the dotted
+    field path, the bad value and what is allowed.
+    """
+    path = Path(path)
+    prov: dict[str, str] = {}
+    data = _load_with_extends(path, prov)
+    for text in overrides:
+        parts, value = parse_override(text)
+        _apply_override(data, parts, value, prov)
+    return load_recipe_dict(data, prov, default_source=_display(path.resolve()))
+
+
+def section_hash(recipe: Recipe, *sections: str) -> str:
+    """Stable sha256 of the named sections (dotted paths allowed, e.g. 'run.seed')."""
+    payload = {}
+    dumped = recipe.model_dump(mode="json")
+    for name in sections:
+        node: Any = dumped
+        for part in name.split("."):
+            node = node[part]
+        payload[name] = node
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".yaml", ".yml", ".txt")
+
+
+def _looks_local(ref: str) -> bool:
+    return ref.startswith((".", "/", "~")) or ref.lower().endswith(_FILE_SUFFIXES)
+
+
+def check_paths(recipe: Recipe, source: str = "<recipe>") -> None:
+    """Check that every local file/folder the enabled stages read exists; raise RecipeError if not.
+
+    Relative paths are resolved against the current directory, as the stages will do.
+    """
+    problems: list[tuple[str, str, str]] = []
+
+    def need(dotted: str, value: Any, is_dir: bool = False) -> None:
+        path = Path(str(value)).expanduser()
+        ok = path.is_dir() if is_dir else path.exists()
+        if not ok:
+            kind = "folder" if is_dir else "file"
+            problems.append((source, dotted, f"{kind} {str(value)!r} does not exist (resolved to {path.resolve()})"))
+
+    for field_name in ("base", "base_instruct", "tokenizer"):
+        ref = getattr(recipe.model, field_name)
+        if ref and not ref.startswith("tiny:") and ref.startswith((".", "/", "~")):
+            need(f"model.{field_name}", ref, is_dir=True)
+    if recipe.corpus.enabled:
+        if recipe.corpus.source == "local" and recipe.corpus.local_dir is not None:
+            need("corpus.local_dir", recipe.corpus.local_dir, is_dir=True)
+        for i, p in enumerate(recipe.corpus.decontamination.benchmarks):
+            need(f"corpus.decontamination.benchmarks[{i}]", p)
+    for stage in ("cpt", "sft"):
+        section = getattr(recipe, stage)
+        if section.enabled and section.deepspeed is not None:
+            need(f"{stage}.deepspeed", section.deepspeed)
+        if section.enabled:
+            for i, mix in enumerate(section.general_mix):
+                if _looks_local(mix.path):
+                    need(f"{stage}.general_mix[{i}].path", mix.path)
+    if recipe.sft.enabled and recipe.sft.dataset and _looks_local(recipe.sft.dataset):
+        need("sft.dataset", recipe.sft.dataset)
+    if recipe.merge.enabled and recipe.merge.mergekit_yaml is not None:
+        need("merge.mergekit_yaml", recipe.merge.mergekit_yaml)
+    if recipe.eval.enabled or recipe.corpus.enabled or recipe.synth.enabled:
+        for i, bench in enumerate(recipe.eval.benchmarks):
+            if _looks_local(bench.path):
+                need(f"eval.benchmarks[{i}].path", bench.path)
+    if problems:
+        raise RecipeError(problems)

@@ -1,0 +1,236 @@
+"""The run manager: runs the recipe's stages in order, with manifests and caching.
+
+Each stage writes ``<output_dir>/<run name>/<stage>/``. While it runs it writes into
+``<stage>.partial/``; only when it succeeds is the folder swapped into place with its
+``manifest.json``. A stage whose manifest matches the current recipe section and input
+fingerprints is skipped ("cached"); ``force`` reruns it. A killed stage leaves its
+``.partial`` folder, which the next run of the same configuration resumes from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from . import __version__
+from .artifacts import (
+    MANIFEST_NAME,
+    atomic_write_json,
+    git_commit,
+    package_versions,
+    read_json,
+    replacing_dir,
+    tree_fingerprint,
+)
+from .models import model_fingerprint
+from .pipeline import STAGE_ORDER, STAGES, StageContext, StageNotAvailable, StageResult, StageSpec
+from .recipe import Recipe, section_hash
+
+log = logging.getLogger("astrosage")
+
+PARTIAL_MARKER = ".astrosage-partial.json"
+
+
+class PipelineError(RuntimeError):
+    """A run cannot proceed (bad stage selection, missing upstream artifact, unavailable stage)."""
+
+
+@dataclass
+class StageOutcome:
+    """What happened to one stage in a run (for the summary table)."""
+
+    stage: str
+    status: str  # done | cached | disabled | skipped | failed
+    detail: str = ""
+    duration_s: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RunManager:
+    """Plans and runs the stages of one recipe."""
+
+    def __init__(self, recipe: Recipe, registry: dict[str, StageSpec] | None = None):
+        self.recipe = recipe
+        self.registry = registry if registry is not None else STAGES
+        self.order = [s for s in STAGE_ORDER if s in self.registry] if registry is None else list(self.registry)
+        self.run_dir = Path(recipe.run.output_dir).resolve() / recipe.run.name
+
+    # ---------------------------------------------------------------- selection / planning
+    def select(self, stages: Iterable[str] | None) -> list[str]:
+        """Validate a stage selection and return it in pipeline order (all stages if None)."""
+        if stages is None:
+            return list(self.order)
+        wanted = [s.strip() for s in stages if s.strip()]
+        unknown = [s for s in wanted if s not in self.registry]
+        if unknown:
+            raise PipelineError(f"unknown stage(s) {', '.join(unknown)}; stages are: {', '.join(self.order)}")
+        return [s for s in self.order if s in wanted]
+
+    def enabled(self, stage: str) -> bool:
+        section = getattr(self.recipe, stage, None)
+        return bool(getattr(section, "enabled", True))
+
+    def check_available(self, selected: list[str]) -> None:
+        """Fail before doing any work if a selected, enabled stage is not in this version."""
+        missing = [self.registry[s] for s in selected if self.enabled(s) and not self.registry[s].available]
+        if missing:
+            raise StageNotAvailable("\n".join(spec.not_available_message() for spec in missing))
+
+    # ---------------------------------------------------------------- fingerprints
+    def manifest_path(self, stage: str) -> Path:
+        return self.run_dir / stage / MANIFEST_NAME
+
+    def read_manifest(self, stage: str) -> dict[str, Any] | None:
+        """The stage's manifest if it completed, else None."""
+        path = self.manifest_path(stage)
+        if not path.exists():
+            return None
+        manifest = read_json(path)
+        return manifest if manifest.get("status") == "complete" else None
+
+    def cache_key(self, spec: StageSpec, upstream: dict[str, dict[str, Any]]) -> tuple[str, dict[str, str]]:
+        """Key that decides whether a cached stage result is still valid, and its inputs."""
+        inputs: dict[str, str] = {}
+        for name, manifest in sorted(upstream.items()):
+            inputs[f"stage:{name}"] = manifest["artifact_hash"]
+        seed = self.recipe.run.seed
+        for name, ref in sorted(spec.external(self.recipe).items()):
+            if ref:
+                inputs[name] = model_fingerprint(ref, self.recipe.model.revision if name == "base" else None, seed)
+        payload = {
+            "stage": spec.name,
+            "section_hash": section_hash(self.recipe, *spec.sections),
+            "inputs": inputs,
+        }
+        key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return key, inputs
+
+    def upstream_manifests(self, spec: StageSpec) -> dict[str, dict[str, Any]]:
+        """Manifests of the stages ``spec`` reads; a clear error if one has not been produced."""
+        found = {}
+        for name in spec.upstream(self.recipe):
+            manifest = self.read_manifest(name)
+            if manifest is None:
+                raise PipelineError(
+                    f"stage '{spec.name}' needs the output of stage '{name}', but {self.manifest_path(name)} "
+                    f"does not exist or is incomplete; run '{name}' first (e.g. --stages {name},{spec.name})"
+                )
+            found[name] = manifest
+        return found
+
+    # ---------------------------------------------------------------- running
+    def run(
+        self,
+        stages: Iterable[str] | None = None,
+        force: bool = False,
+        on_event: Callable[[StageOutcome], None] | None = None,
+    ) -> list[StageOutcome]:
+        """Run the selected stages in order; returns one outcome per stage of the pipeline.
+
+        Stops at the first failing stage (its exception propagates after the outcome is
+        reported through ``on_event``).
+        """
+        selected = self.select(stages)
+        self.check_available(selected)
+        outcomes: list[StageOutcome] = []
+
+        def report(outcome: StageOutcome) -> None:
+            outcomes.append(outcome)
+            if on_event:
+                on_event(outcome)
+
+        for stage in self.order:
+            spec = self.registry[stage]
+            if stage not in selected:
+                report(StageOutcome(stage, "skipped", "not selected"))
+                continue
+            if not self.enabled(stage):
+                log.info("stage %s: disabled in the recipe (%s.enabled=false), skipping", stage, stage)
+                report(StageOutcome(stage, "disabled", f"{stage}.enabled=false"))
+                continue
+            upstream = self.upstream_manifests(spec)
+            key, inputs = self.cache_key(spec, upstream)
+            existing = self.read_manifest(stage)
+            if existing is not None and existing.get("cache_key") == key and not force:
+                log.info("stage %s: up to date (manifest matches), skipping; use --force to rerun", stage)
+                report(StageOutcome(stage, "cached", "manifest matches", 0.0, existing.get("metrics", {}), self.run_dir / stage))
+                continue
+            start = time.monotonic()
+            try:
+                manifest = self._run_stage(spec, key, inputs, upstream, force)
+            except BaseException as exc:
+                detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+                report(StageOutcome(stage, "failed", detail, time.monotonic() - start, {}, self.run_dir / f"{stage}.partial"))
+                raise
+            report(StageOutcome(stage, "done", "", time.monotonic() - start, manifest.get("metrics", {}), self.run_dir / stage))
+        return outcomes
+
+    def _run_stage(
+        self, spec: StageSpec, key: str, inputs: dict[str, str], upstream: dict[str, dict[str, Any]], force: bool
+    ) -> dict[str, Any]:
+        func = spec.load()
+        final = self.run_dir / spec.name
+        partial = final.with_name(final.name + ".partial")
+        marker = partial / PARTIAL_MARKER
+        if partial.exists():
+            previous = read_json(marker).get("cache_key") if marker.exists() else None
+            if force or previous != key:
+                reason = "--force" if force else "recipe or inputs changed"
+                log.info("stage %s: discarding unfinished %s (%s)", spec.name, partial, reason)
+                shutil.rmtree(partial)
+            else:
+                log.info("stage %s: resuming unfinished work in %s", spec.name, partial)
+        started = _now()
+        t0 = time.monotonic()
+        with replacing_dir(final) as work:
+            if not marker.exists():
+                atomic_write_json(marker, {"cache_key": key, "started_at": started})
+            ctx = StageContext(self.recipe, spec.name, self.run_dir, work, upstream, force)
+            log.info("stage %s: %s", spec.name, spec.summary)
+            result = func(ctx)
+            if not isinstance(result, StageResult):
+                raise TypeError(f"stage {spec.name} returned {type(result).__name__}, expected StageResult")
+            marker.unlink()
+            manifest = {
+                "stage": spec.name,
+                "status": "complete",
+                "recipe_name": self.recipe.run.name,
+                "cache_key": key,
+                "section_hash": section_hash(self.recipe, *spec.sections),
+                "sections": {name: _section_value(self.recipe, name) for name in spec.sections},
+                "inputs": inputs,
+                "outputs": result.outputs,
+                "counts": result.counts,
+                "metrics": result.metrics,
+                "artifact_hash": tree_fingerprint(work),
+                "packages": package_versions(),
+                "git": git_commit(),
+                "astrosage_version": __version__,
+                "started_at": started,
+                "finished_at": _now(),
+                "duration_s": round(time.monotonic() - t0, 3),
+            }
+            atomic_write_json(work / MANIFEST_NAME, manifest)
+        return manifest
+
+
+def _section_value(recipe: Recipe, dotted: str) -> Any:
+    node: Any = recipe.model_dump(mode="json")
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+__all__ = ["RunManager", "StageOutcome", "PipelineError", "StageNotAvailable"]
