@@ -187,9 +187,18 @@ def _stage_command(stage: str, summary: str) -> None:
 
 
 def _register_stage_commands() -> None:
+    import importlib.util
+
     from .pipeline import STAGES
 
     for name, spec in STAGES.items():
+        if name == "eval" and importlib.util.find_spec("eval.cli") is not None:
+            from eval.cli import register as register_eval
+
+            # `astrosage eval RECIPE`, the standalone `astrosage eval --model ...` and
+            # `astrosage eval export-lm-eval` live with the evaluator.
+            register_eval(app, _run)
+            continue
         _stage_command(name, spec.summary)
 
 

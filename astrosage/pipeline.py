@@ -172,6 +172,7 @@ STAGES: dict[str, StageSpec] = {
             sections=("model", "merge"),
             upstream=lambda r: _last_model_stage(r, "merge"),
             external=lambda r: {"base_instruct": r.model.base_instruct or ""},
+            entry="astrosage.stages.merge:run",
             planned="model merging",
         ),
         StageSpec(
@@ -180,6 +181,7 @@ STAGES: dict[str, StageSpec] = {
             sections=("model", "eval"),
             upstream=lambda r: _enabled(r, *MODEL_STAGES),
             external=lambda r: {"base": r.model.base, **_benchmarks(r)},
+            entry="eval.stage:run",
             planned="benchmark evaluator",
         ),
         StageSpec(
@@ -188,6 +190,7 @@ STAGES: dict[str, StageSpec] = {
             sections=("model", "publish"),
             upstream=lambda r: _last_model_stage(r, "publish") + _enabled(r, "eval"),
             external=lambda r: {},
+            entry="astrosage.stages.publish:run",
             planned="Hub publishing",
         ),
     )

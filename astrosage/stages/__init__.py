@@ -1,0 +1,1 @@
+"""Stage implementations that live in the astrosage package (training, merge, publish)."""
