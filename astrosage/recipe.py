@@ -612,6 +612,9 @@ def _find_cross(err: dict[str, Any]) -> _CrossFieldErrors | None:
 
 def _source_for(dotted: str, provenance: dict[str, str], default: str) -> str:
     probe = re.sub(r"\[\d+\]", "", dotted)
+    children = [src for key, src in provenance.items() if key.startswith(probe + ".")]
+    if probe not in provenance and children:
+        return children[0]
     while probe:
         if probe in provenance:
             return provenance[probe]

@@ -1,0 +1,5 @@
+"""``python -m astrosage`` == the ``astrosage`` command."""
+
+from .cli import main
+
+main()

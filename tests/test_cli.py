@@ -1,0 +1,138 @@
+"""The astrosage command line: help, validate, schema, run, tiny-model, exit codes."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from astrosage.cli import EXIT_BAD_INPUT, EXIT_NOT_AVAILABLE, app
+from astrosage.pipeline import STAGES
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+ALL_OFF = """
+run: {{name: cli-test, output_dir: {out}}}
+model: {{base: tiny:base, base_instruct: tiny:instruct}}
+corpus: {{enabled: false}}
+synth: {{enabled: false}}
+cpt: {{enabled: false}}
+sft: {{enabled: false}}
+merge: {{enabled: false}}
+eval: {{enabled: false}}
+publish: {{enabled: false}}
+"""
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_top_level_help_lists_every_command():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("validate", "schema", "run", "tiny-model", "slurm", *STAGES):
+        assert command in result.output
+    assert "section.field=value" in result.output
+
+
+@pytest.mark.parametrize("command", ["run", "validate", "cpt", "merge", "tiny-model"])
+def test_command_help(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and "astrosage 0." in result.output
+
+
+def test_validate_ok(monkeypatch):
+    monkeypatch.chdir(REPO)
+    result = invoke("validate", "recipes/tiny-cpu.yaml")
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.output
+
+
+def test_validate_rejects_bad_value_and_unknown_key(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(ALL_OFF.format(out=tmp_path) + "cpt: {learning_rate: -1, enabled: false}\n")
+    result = invoke("validate", str(recipe))
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "cpt.learning_rate: -1 is not > 0" in result.output
+    assert "bad.yaml" in result.output
+    result = invoke("validate", str(REPO / "recipes" / "tiny-cpu.yaml"), "cpt.warmup=0.1")
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "cpt.warmup: unknown field" in result.output and "command line" in result.output
+
+
+def test_schema_json_and_markdown(tmp_path):
+    out = tmp_path / "schema.json"
+    result = invoke("schema", "--json-schema", str(out))
+    assert result.exit_code == 0
+    assert "cpt" in json.loads(out.read_text())["properties"]
+    result = invoke("schema", "--markdown")
+    assert result.exit_code == 0 and "`merge.weight`" in result.output
+
+
+def test_run_with_everything_disabled_prints_summary(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(ALL_OFF.format(out=tmp_path / "runs"))
+    result = invoke("run", str(recipe))
+    assert result.exit_code == 0, result.output
+    assert "astrosage run 'cli-test'" in result.output
+    assert result.output.count("disabled") >= len(STAGES)
+
+
+def test_unavailable_stage_is_a_clear_error(tmp_path):
+    missing = [name for name, spec in STAGES.items() if not spec.available]
+    if not missing:
+        pytest.skip("every stage is implemented")
+    stage = missing[0]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(ALL_OFF.format(out=tmp_path / "runs"))
+    extra = ["corpus.local_dir=" + str(tmp_path)] if stage == "corpus" else []
+    result = invoke("run", str(recipe), f"{stage}.enabled=true", *extra)
+    assert result.exit_code == EXIT_NOT_AVAILABLE, result.output
+    assert f"stage '{stage}' is not available yet" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_stage_selection(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(ALL_OFF.format(out=tmp_path / "runs"))
+    result = invoke("run", str(recipe), "--stages", "cpt,trian")
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "unknown stage(s) trian" in result.output
+
+
+def test_slurm_not_available_yet(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(ALL_OFF.format(out=tmp_path / "runs"))
+    result = invoke("slurm", str(recipe))
+    assert result.exit_code == EXIT_NOT_AVAILABLE
+    assert "not available yet" in result.output
+
+
+def test_tiny_model_command(tmp_path):
+    result = invoke("tiny-model", str(tmp_path / "m"), "--variant", "instruct", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "m" / "astrosage_tiny.json").read_text())
+    assert meta["variant"] == "instruct" and meta["seed"] == 3
+    again = invoke("tiny-model", str(tmp_path / "m"))
+    assert again.exit_code == EXIT_BAD_INPUT and "refusing to overwrite" in again.output
+    bad = invoke("tiny-model", str(tmp_path / "n"), "--variant", "huge")
+    assert bad.exit_code == EXIT_BAD_INPUT
+
+
+def test_cli_module_entry_point_runs(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "astrosage", "--version"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "astrosage" in out.stdout
