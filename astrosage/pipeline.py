@@ -140,6 +140,7 @@ STAGES: dict[str, StageSpec] = {
                 **_benchmarks(r),
                 **{f"decontam:{p}": str(p) for p in r.corpus.decontamination.benchmarks},
             },
+            entry="corpus_tools.stage:run",
             planned="corpus builder",
         ),
         StageSpec(
@@ -156,6 +157,7 @@ STAGES: dict[str, StageSpec] = {
             sections=("model", "cpt", "run.seed"),
             upstream=lambda r: _enabled(r, "corpus"),
             external=lambda r: {"base": r.model.base},
+            entry="astrosage.stages.cpt:run",
             planned="training stages",
         ),
         StageSpec(
@@ -164,6 +166,7 @@ STAGES: dict[str, StageSpec] = {
             sections=("model", "sft", "run.seed"),
             upstream=lambda r: _enabled(r, "cpt", "synth"),
             external=lambda r: {"base": r.model.base, **({"dataset": r.sft.dataset} if r.sft.dataset else {})},
+            entry="astrosage.stages.sft:run",
             planned="training stages",
         ),
         StageSpec(

@@ -54,6 +54,32 @@ class StageOutcome:
     path: Path | None = None
 
 
+class _Ranks:
+    """Process-group awareness for multi-process launches (torchrun / accelerate launch).
+
+    Every rank runs the same stage function; only the main process touches stage folders,
+    markers and manifests, with barriers around those writes. Single-process runs import nothing.
+    """
+
+    def __init__(self) -> None:
+        import os
+
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self._state = None
+        if self.world_size > 1:
+            from accelerate import PartialState  # initializes torch.distributed from the launcher's env
+
+            self._state = PartialState()
+
+    @property
+    def is_main(self) -> bool:
+        return self._state is None or self._state.is_main_process
+
+    def barrier(self) -> None:
+        if self._state is not None:
+            self._state.wait_for_everyone()
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -63,6 +89,7 @@ class RunManager:
 
     def __init__(self, recipe: Recipe, registry: dict[str, StageSpec] | None = None):
         self.recipe = recipe
+        self._ranks: _Ranks | None = None
         self.registry = registry if registry is not None else STAGES
         self.order = [s for s in STAGE_ORDER if s in self.registry] if registry is None else list(self.registry)
         self.run_dir = Path(recipe.run.output_dir).resolve() / recipe.run.name
@@ -177,10 +204,19 @@ class RunManager:
             report(StageOutcome(stage, "done", "", time.monotonic() - start, manifest.get("metrics", {}), self.run_dir / stage))
         return outcomes
 
+    @property
+    def ranks(self) -> _Ranks:
+        if self._ranks is None:
+            self._ranks = _Ranks()
+        return self._ranks
+
     def _run_stage(
         self, spec: StageSpec, key: str, inputs: dict[str, str], upstream: dict[str, dict[str, Any]], force: bool
     ) -> dict[str, Any]:
         func = spec.load()
+        ranks = self.ranks
+        if not ranks.is_main:
+            return self._run_stage_worker(spec, func, upstream, force)
         final = self.run_dir / spec.name
         partial = final.with_name(final.name + ".partial")
         marker = partial / PARTIAL_MARKER
@@ -197,9 +233,11 @@ class RunManager:
         with replacing_dir(final) as work:
             if not marker.exists():
                 atomic_write_json(marker, {"cache_key": key, "started_at": started})
+            ranks.barrier()  # workers start only once the work folder is ready
             ctx = StageContext(self.recipe, spec.name, self.run_dir, work, upstream, force)
             log.info("stage %s: %s", spec.name, spec.summary)
             result = func(ctx)
+            ranks.barrier()  # every rank has finished writing before the folder is sealed
             if not isinstance(result, StageResult):
                 raise TypeError(f"stage {spec.name} returned {type(result).__name__}, expected StageResult")
             marker.unlink()
@@ -223,7 +261,21 @@ class RunManager:
                 "duration_s": round(time.monotonic() - t0, 3),
             }
             atomic_write_json(work / MANIFEST_NAME, manifest)
+        ranks.barrier()  # the sealed folder is visible to every rank before the next stage
         return manifest
+
+    def _run_stage_worker(
+        self, spec: StageSpec, func: Callable[[StageContext], StageResult], upstream: dict[str, dict[str, Any]], force: bool
+    ) -> dict[str, Any]:
+        """Non-main ranks: same stage function, same work folder, no folder bookkeeping."""
+        ranks = self.ranks
+        final = self.run_dir / spec.name
+        work = final.with_name(final.name + ".partial")
+        ranks.barrier()
+        result = func(StageContext(self.recipe, spec.name, self.run_dir, work, upstream, force))
+        ranks.barrier()
+        ranks.barrier()
+        return {"metrics": result.metrics if isinstance(result, StageResult) else {}}
 
 
 def _section_value(recipe: Recipe, dotted: str) -> Any:
