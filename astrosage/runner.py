@@ -65,19 +65,35 @@ class _Ranks:
         import os
 
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
         self._state = None
+        self._dist = None
         if self.world_size > 1:
-            from accelerate import PartialState  # initializes torch.distributed from the launcher's env
+            import torch.distributed as dist
+            from accelerate import PartialState
 
+            # let accelerate set up the process group the way the Trainer expects it
             self._state = PartialState()
+            if not dist.is_initialized():
+                dist.init_process_group(backend="nccl" if _cuda() else "gloo")
+            self._dist = dist
+            self.rank = dist.get_rank()
 
     @property
     def is_main(self) -> bool:
-        return self._state is None or self._state.is_main_process
+        return self.rank == 0
 
     def barrier(self) -> None:
-        if self._state is not None:
+        if self._state is not None and self._state.num_processes > 1:
             self._state.wait_for_everyone()
+        elif self._dist is not None:
+            self._dist.barrier()
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _now() -> str:
