@@ -218,7 +218,7 @@ def check_models(
                 "chat template",
                 "warning",
                 {**{k: "none" for k in lacking}, **{k: "defined" for k in defined}},
-                f"the merged model gets the defined template; set {template_field} to choose explicitly",
+                f"only some models have a chat template; set {template_field} to choose the merged model's explicitly",
             )
         )
     return report

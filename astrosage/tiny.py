@@ -1,5 +1,8 @@
 """Offline tiny Llama models: random weights, a BPE tokenizer trained on bundled astronomy text.
 
+The text (``resources/tiny_corpus.txt``) is a few hand-written paragraphs plus the bundled sample
+papers and MCQs from ``examples/``, copied into the package so installs without a checkout work.
+
 They are ordinary Hugging Face folders (config.json, model.safetensors, tokenizer.json,
 tokenizer_config.json with a chat template), so every stage treats them exactly like a Hub
 model. ``base`` and ``instruct`` share architecture and tokenizer and differ only in their
