@@ -209,15 +209,59 @@ _register_stage_commands()
 def slurm(
     recipe: Path = RecipeArg,
     overrides: Optional[list[str]] = OverridesArg,
+    stage: Optional[str] = typer.Option(None, "--stage", help="Stage to run as a job: corpus, synth, cpt, sft, merge, eval or publish."),
+    all_stages: bool = typer.Option(False, "--all", help="One job per enabled stage, chained with --dependency=afterok."),
+    nodes: Optional[int] = typer.Option(None, "--nodes", help="Nodes for training jobs (slurm.nodes)."),
+    gpus_per_node: Optional[int] = typer.Option(None, "--gpus-per-node", help="GPUs per node (slurm.gpus_per_node)."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="Partition (slurm.partition)."),
+    time: Optional[str] = typer.Option(None, "--time", help="Wall-time limit, e.g. 48:00:00 (slurm.time)."),
+    account: Optional[str] = typer.Option(None, "--account", help="Account (slurm.account)."),
+    submit: bool = typer.Option(False, "--submit", help="Submit with sbatch and print the job id(s)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the script(s); write and submit nothing."),
 ) -> None:
-    """Render / submit sbatch jobs for the recipe's stages (not available in this version yet)."""
-    _load(recipe, overrides, check_files=False)
-    console.print(
-        f"[bold red]error:[/] `astrosage slurm` is not available yet in astrosage {__version__}; "
-        "see the README for running stages under srun/accelerate by hand",
-        highlight=False,
-    )
-    raise typer.Exit(EXIT_NOT_AVAILABLE)
+    """Render sbatch jobs for the recipe's stages: srun + accelerate launch per node, requeue on preemption.
+
+    Without --submit the scripts are written to <output_dir>/<run name>/slurm/ and their paths printed.
+    Options override the recipe's `slurm` section (and are validated like it).
+    """
+    from .slurm import SlurmError, enabled_stages, render_job, submit_job, write_job
+
+    if (stage is None) == (not all_stages):
+        console.print("[bold red]error:[/] give exactly one of --stage NAME or --all", highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if submit and dry_run:
+        console.print("[bold red]error:[/] --submit and --dry-run exclude each other", highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    cli_overrides = [
+        f"slurm.{field}={value}"
+        for field, value in (("nodes", nodes), ("gpus_per_node", gpus_per_node), ("partition", partition), ("time", time), ("account", account))
+        if value is not None
+    ]
+    loaded = _load(recipe, [*(overrides or []), *cli_overrides], check_files=False)
+    stages = enabled_stages(loaded) if all_stages else [stage]
+    try:
+        jobs = [render_job(loaded, name, recipe, overrides or []) for name in stages]  # type: ignore[arg-type]
+    except SlurmError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if not jobs:
+        console.print("[bold red]error:[/] no stage is enabled in the recipe", highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if dry_run:
+        for job in jobs:
+            sys.stdout.write(f"# ===== {job.path} =====\n{job.script}")
+        return
+    previous: str | None = None
+    for job in jobs:
+        if submit:
+            try:
+                previous = submit_job(job, dependency=previous)
+            except SlurmError as exc:
+                console.print(f"[bold red]error:[/] {exc}", highlight=False)
+                raise typer.Exit(EXIT_STAGE_FAILED) from None
+            out.print(f"submitted {job.stage}: job {previous} ({job.path})")
+        else:
+            out.print(f"wrote {write_job(job)}  (submit with: sbatch {job.path})")
 
 
 @app.command("tiny-model")
