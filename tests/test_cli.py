@@ -136,3 +136,18 @@ def test_cli_module_entry_point_runs(tmp_path):
 
     out = subprocess.run([sys.executable, "-m", "astrosage", "--version"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "astrosage" in out.stdout
+
+
+def test_validate_command_imports_no_heavy_library():
+    """`astrosage validate` answers before torch/transformers are even imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from typer.testing import CliRunner; from astrosage.cli import app;"
+        "r = CliRunner().invoke(app, ['validate', 'recipes/astrosage-70b.yaml']);"
+        "heavy = [m for m in ('torch', 'transformers', 'datasets', 'trl', 'mergekit', 'lm_eval', 'deepspeed') if m in sys.modules];"
+        "print(r.exit_code, ','.join(heavy) or '-')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.stdout.split() == ["0", "-"], out.stdout + out.stderr
