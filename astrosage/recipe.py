@@ -101,9 +101,26 @@ class LoggingSection(_Section):
 class FilterSettings(_Section):
     min_chars: int = Field(default=2_000, ge=0, description="Drop documents shorter than this (characters).")
     max_chars: int = Field(default=2_000_000, gt=0, description="Drop documents longer than this (characters).")
-    languages: list[str] = Field(default_factory=lambda: ["en"], description="Keep documents in these languages.")
+    languages: list[Literal["en"]] = Field(
+        default_factory=lambda: ["en"],
+        description="Keep documents in these languages (offline stop-word heuristic, which recognises 'en' only); "
+        "an empty list turns the language filter off.",
+    )
     max_non_text_ratio: float = Field(
         default=0.5, ge=0, le=1, description="Drop documents whose share of characters outside prose+math exceeds this."
+    )
+    min_stopword_ratio: float = Field(
+        default=0.15,
+        ge=0,
+        le=1,
+        description="Language test: a document is English when at least this share of its prose words (math removed) "
+        "are English stop words (English papers: ~0.3-0.45; other languages: < 0.08).",
+    )
+    max_bad_char_ratio: float = Field(
+        default=0.001, ge=0, le=1, description="Drop documents whose share of U+FFFD / mojibake characters exceeds this."
+    )
+    max_duplicate_line_ratio: float = Field(
+        default=0.3, ge=0, le=1, description="Drop documents whose share of repeated paragraphs (math removed) exceeds this."
     )
 
 
@@ -113,6 +130,7 @@ class DedupSettings(_Section):
     shingle_size: int = Field(default=5, gt=0, description="Word n-gram size of MinHash shingles.")
     num_perm: int = Field(default=112, gt=0, description="Number of MinHash permutations (buckets x hashes).")
     threshold: float = Field(default=0.8, gt=0, lt=1, description="Jaccard similarity above which two docs are duplicates.")
+    seed: int = Field(default=1, ge=0, description="Seed of the MinHash permutations (signatures are comparable only with the same seed).")
 
 
 class DecontaminationSettings(_Section):
@@ -154,6 +172,33 @@ class CorpusSection(_Section):
     timeout_s: float = Field(default=60.0, gt=0, description="Network timeout per request, seconds.")
     max_retries: int = Field(default=5, ge=0, description="Retries with exponential backoff on 429/503/timeouts.")
     s3_requester_pays: bool = Field(default=True, description="The arXiv S3 bucket is requester-pays; you are billed for transfer.")
+    bulk_tars: list[str] = Field(
+        default_factory=list,
+        description="source: s3_bulk. fsspec paths or globs of arXiv bulk source tars, e.g. "
+        "'s3://arxiv/src/arXiv_src_2401_*.tar' (needs s3fs and AWS credentials; requester pays) or local copies. "
+        "Metadata comes from an OAI-PMH harvest, or from local_dir/metadata.jsonl when local_dir is set.",
+    )
+    api_url: str = Field(
+        default="https://export.arxiv.org/api/query", description="arXiv API query endpoint (source: arxiv_api)."
+    )
+    oai_url: str = Field(default="https://oaipmh.arxiv.org/oai", description="arXiv OAI-PMH endpoint (source: oai_pmh / s3_bulk).")
+    oai_set: str = Field(default="physics:astro-ph", description="OAI-PMH set to harvest.")
+    eprint_url: str = Field(
+        default="https://arxiv.org/e-print/{id}", description="Template of the e-print source URL ({id} is the arXiv id)."
+    )
+    api_page_size: int = Field(default=500, gt=0, le=2000, description="Results per arXiv API page (the API allows at most 2,000).")
+    api_slice_days: int = Field(
+        default=7,
+        gt=0,
+        le=366,
+        description="Width in days of the submittedDate slices of arXiv API queries (keeps every query under the "
+        "30,000-result window; astro-ph gets ~1,400 papers a month).",
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Folder for harvested metadata and downloaded e-prints, kept across reruns so an interrupted "
+        "harvest resumes (default: <run dir>/corpus.cache).",
+    )
     max_uncompressed_mb: int = Field(default=512, gt=0, description="Per-paper cap on extracted size (decompression-bomb guard).")
     max_archive_members: int = Field(default=2_000, gt=0, description="Per-paper cap on archive members.")
     num_workers: int = Field(default=1, gt=0, description="Local worker processes for text extraction and filtering.")
@@ -240,10 +285,29 @@ class TrainingSection(_Section):
     save_steps: int = Field(default=500, gt=0, description="Save a checkpoint every N optimizer steps.")
     save_total_limit: int = Field(default=3, gt=0, description="Keep at most this many checkpoints.")
     num_proc: int = Field(default=1, gt=0, description="Processes for tokenization.")
+    keep_checkpoints: bool = Field(
+        default=False,
+        description="Keep the intermediate checkpoints (with optimizer state: large) in the stage folder after the stage "
+        "succeeds; by default only the final model, trainer_state.json and metrics are kept.",
+    )
+    logging_steps: int | None = Field(
+        default=None, gt=0, description="Log loss/lr/grad-norm/tokens-per-s/MFU every N optimizer steps; default: logging.log_every_n_steps."
+    )
 
 
 class CptSection(TrainingSection):
     text_field: str = Field(default="text", description="Field of the corpus documents to train on.")
+    dataset: str | None = Field(
+        default=None,
+        description="Plain-text documents ({text_field: ...}) to train on when the corpus stage is disabled: a local "
+        "jsonl/parquet file, a folder of them, or a Hub dataset id. Ignored when the corpus stage is enabled.",
+    )
+    tokenize_shard_docs: int = Field(
+        default=10_000,
+        gt=0,
+        description="Documents per tokenization shard; shards are cached (under <run>/tokenized.cache/) and written "
+        "atomically, so a killed tokenization resumes from the last finished shard.",
+    )
 
 
 class SftSection(TrainingSection):
@@ -254,6 +318,15 @@ class SftSection(TrainingSection):
     packing_strategy: Literal["bfd", "wrapped"] = Field(default="bfd", description="TRL packing; 'bfd' is padding-free with per-sample position_ids.")
     reasoning_fraction: float = Field(
         default=0.5, ge=0, le=1, description="Share of examples trained with their <think> reasoning chain (the rest answer directly)."
+    )
+    thinking_system_prompt: str = Field(
+        default="Think step by step inside <think></think> before giving your final answer.",
+        description="System-prompt switch for reasoning mode: prepended to examples trained with their <think> chain "
+        "(use the same text at inference to get reasoning).",
+    )
+    direct_system_prompt: str = Field(
+        default="Answer directly, without showing your reasoning.",
+        description="System-prompt switch for direct mode: prepended to examples trained without reasoning.",
     )
 
 
@@ -354,6 +427,10 @@ class EvalSection(_Section):
     limit: int | None = Field(default=None, gt=0, description="Score only the first N questions of each benchmark.")
     max_new_tokens: int = Field(default=512, gt=0, description="Generation budget ('generate' method).")
     thinking: bool = Field(default=False, description="Let the model reason in <think> before answering ('generate').")
+    backend: Literal["transformers", "vllm"] = Field(
+        default="transformers",
+        description="Generation engine for the 'generate' method: transformers, or vLLM on GPU clusters (pip install vllm).",
+    )
 
 
 class PublishSection(_Section):
@@ -365,19 +442,52 @@ class PublishSection(_Section):
     token_env: str = Field(default="HF_TOKEN", description="Env variable holding the Hub token (never logged); else the cached login.")
 
 
+_SBATCH_VALUE = r"^[A-Za-z0-9._:,+=@/%-]+$"
+
+
 class SlurmSection(_Section):
-    partition: str | None = Field(default=None, description="Partition (-p).")
-    account: str | None = Field(default=None, description="Account to charge (-A).")
-    qos: str | None = Field(default=None, description="Quality of service (--qos).")
-    nodes: int = Field(default=1, gt=0, description="Nodes per training job.")
-    gpus_per_node: int = Field(default=8, ge=0, description="GPUs per node.")
+    partition: str | None = Field(default=None, description="Partition (-p).", pattern=_SBATCH_VALUE)
+    account: str | None = Field(default=None, description="Account to charge (-A).", pattern=_SBATCH_VALUE)
+    qos: str | None = Field(default=None, description="Quality of service (--qos).", pattern=_SBATCH_VALUE)
+    nodes: int = Field(default=1, gt=0, description="Nodes per training job (cpt, sft); other stages use one node.")
+    gpus_per_node: int = Field(default=8, ge=0, description="GPUs per node (0 for CPU-only clusters).")
+    processes_per_node: int | None = Field(
+        default=None, gt=0, description="Training processes per node; defaults to gpus_per_node (1 when there are no GPUs)."
+    )
     cpus_per_task: int = Field(default=32, gt=0, description="CPUs per node task.")
-    mem: str | None = Field(default=None, description="Memory per node, e.g. '480G'.")
-    time: str = Field(default="24:00:00", description="Wall-time limit.", pattern=r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")
+    mem: str | None = Field(default=None, description="Memory per node, e.g. '480G'.", pattern=r"^\d+[KMGT]?$")
+    time: str = Field(default="24:00:00", description="Wall-time limit ([D-]HH:MM:SS).", pattern=r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")
     signal_grace_s: int = Field(default=300, gt=0, description="Seconds before the time limit at which USR1 asks training to checkpoint.")
     max_requeues: int = Field(default=10, ge=0, description="Stop requeueing after this many preemptions/time-outs.")
-    setup: list[str] = Field(default_factory=list, description="Shell lines run before the job (module load, source venv).")
-    extra_sbatch: list[str] = Field(default_factory=list, description="Extra '#SBATCH' options, e.g. '--constraint=h100'.")
+    launcher: Literal["accelerate", "torchrun"] = Field(
+        default="accelerate", description="How each node starts its processes: `accelerate launch` or `torchrun` (c10d rendezvous)."
+    )
+    accelerate_config: Path | None = Field(
+        default=None, description="accelerate config file passed to `accelerate launch --config_file` (e.g. recipes/accelerate/...)."
+    )
+    python: str = Field(default="python", description="Python executable on the compute nodes (after slurm.setup ran).", pattern=_SBATCH_VALUE)
+    log_dir: Path | None = Field(default=None, description="Where scripts and job logs go; default <output_dir>/<run name>/slurm.")
+    setup: list[str] = Field(
+        default_factory=list,
+        description="Shell lines run at the start of every job (module load, source a venv). Trusted: they run as written.",
+    )
+    extra_sbatch: list[str] = Field(default_factory=list, description="Extra sbatch options, one per item, e.g. '--constraint=h100'.")
+
+    @field_validator("setup")
+    @classmethod
+    def _one_line_each(cls, v: list[str]) -> list[str]:
+        for line in v:
+            if "\n" in line or "\r" in line or "\0" in line:
+                raise ValueError(f"setup line {line!r} contains a line break; give one shell line per list item")
+        return v
+
+    @field_validator("extra_sbatch")
+    @classmethod
+    def _safe_sbatch_options(cls, v: list[str]) -> list[str]:
+        for option in v:
+            if not re.fullmatch(r"--[a-z][a-z-]*(=[A-Za-z0-9._:,+=@/%-]+)?", option):
+                raise ValueError(f"extra_sbatch option {option!r} is not of the form --name or --name=value (letters, digits, ._:,+=@/%-)")
+        return v
 
 
 # --------------------------------------------------------------------------------------------
@@ -444,6 +554,26 @@ class RecipeError(ValueError):
         super().__init__("invalid recipe\n  " + "\n  ".join(lines))
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (plain YAML silently keeps the last one)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key]}, again on line {line})", key_node.start_mark
+            )
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -452,7 +582,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise RecipeError([(str(path), "", f"cannot read: {exc}")]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise RecipeError([(str(path), "", f"not valid YAML: {exc}")]) from None
     if data is None:

@@ -21,6 +21,12 @@ SAMPLE_MCQ = REPO_ROOT / "examples" / "mcq" / "astro_mcq_sample.json"
 SAMPLE_CORPUS = REPO_ROOT / "examples" / "sample_corpus"
 
 
+def all_stages_off_yaml(name: str, output_dir: Path | str) -> str:
+    """A valid recipe (YAML text) with every stage disabled: for CLI / launcher plumbing tests."""
+    sections = "\n".join(f"{stage}: {{enabled: false}}" for stage in ("corpus", "synth", "cpt", "sft", "merge", "eval", "publish"))
+    return f"run: {{name: {name}, output_dir: '{output_dir}'}}\nmodel: {{base: 'tiny:base', base_instruct: 'tiny:instruct'}}\n{sections}\n"
+
+
 @pytest.fixture(scope="session")
 def tiny_models_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tiny-models")

@@ -15,17 +15,7 @@ from astrosage.pipeline import STAGES
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
-ALL_OFF = """
-run: {{name: cli-test, output_dir: {out}}}
-model: {{base: tiny:base, base_instruct: tiny:instruct}}
-corpus: {{enabled: false}}
-synth: {{enabled: false}}
-cpt: {{enabled: false}}
-sft: {{enabled: false}}
-merge: {{enabled: false}}
-eval: {{enabled: false}}
-publish: {{enabled: false}}
-"""
+from conftest import all_stages_off_yaml
 
 
 def invoke(*args: str):
@@ -61,7 +51,7 @@ def test_validate_ok(monkeypatch):
 
 def test_validate_rejects_bad_value_and_unknown_key(tmp_path):
     recipe = tmp_path / "bad.yaml"
-    recipe.write_text(ALL_OFF.format(out=tmp_path) + "cpt: {learning_rate: -1, enabled: false}\n")
+    recipe.write_text(all_stages_off_yaml("cli-test", tmp_path).replace("cpt: {enabled: false}", "cpt: {learning_rate: -1, enabled: false}"))
     result = invoke("validate", str(recipe))
     assert result.exit_code == EXIT_BAD_INPUT
     assert "cpt.learning_rate: -1 is not > 0" in result.output
@@ -82,7 +72,7 @@ def test_schema_json_and_markdown(tmp_path):
 
 def test_run_with_everything_disabled_prints_summary(tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(ALL_OFF.format(out=tmp_path / "runs"))
+    recipe.write_text(all_stages_off_yaml("cli-test", tmp_path / "runs"))
     result = invoke("run", str(recipe))
     assert result.exit_code == 0, result.output
     assert "astrosage run 'cli-test'" in result.output
@@ -95,7 +85,7 @@ def test_unavailable_stage_is_a_clear_error(tmp_path):
         pytest.skip("every stage is implemented")
     stage = missing[0]
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(ALL_OFF.format(out=tmp_path / "runs"))
+    recipe.write_text(all_stages_off_yaml("cli-test", tmp_path / "runs"))
     extra = ["corpus.local_dir=" + str(tmp_path)] if stage == "corpus" else []
     result = invoke("run", str(recipe), f"{stage}.enabled=true", *extra)
     assert result.exit_code == EXIT_NOT_AVAILABLE, result.output
@@ -105,18 +95,10 @@ def test_unavailable_stage_is_a_clear_error(tmp_path):
 
 def test_bad_stage_selection(tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(ALL_OFF.format(out=tmp_path / "runs"))
+    recipe.write_text(all_stages_off_yaml("cli-test", tmp_path / "runs"))
     result = invoke("run", str(recipe), "--stages", "cpt,trian")
     assert result.exit_code == EXIT_BAD_INPUT
     assert "unknown stage(s) trian" in result.output
-
-
-def test_slurm_not_available_yet(tmp_path):
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(ALL_OFF.format(out=tmp_path / "runs"))
-    result = invoke("slurm", str(recipe))
-    assert result.exit_code == EXIT_NOT_AVAILABLE
-    assert "not available yet" in result.output
 
 
 def test_tiny_model_command(tmp_path):

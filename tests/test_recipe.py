@@ -142,6 +142,12 @@ def test_extends_cycle_and_missing_parent(tmp_path):
         load_recipe(tmp_path / "c.yaml")
 
 
+def test_duplicate_keys_are_refused(tmp_path):
+    path = write(tmp_path, "dup.yaml", MINIMAL + "cpt: {learning_rate: 0.1}\nsft: {}\ncpt: {max_steps: 3}\n")
+    with pytest.raises(RecipeError, match=r"duplicate key 'cpt' \(first on line \d+, again on line \d+\)"):
+        load_recipe(path)
+
+
 def test_bad_yaml_and_non_mapping(tmp_path):
     with pytest.raises(RecipeError, match="not valid YAML"):
         load_recipe(write(tmp_path, "x.yaml", "run: [unclosed\n"))
@@ -174,7 +180,7 @@ def test_parse_override_rejects_malformed(text):
 
 
 def test_overrides_apply_and_errors_blame_the_command_line(tmp_path):
-    path = write(tmp_path, "r.yaml", MINIMAL + "eval: {benchmarks: [{name: a, path: a.json}]}\n")
+    path = write(tmp_path, "r.yaml", MINIMAL.replace("eval: {enabled: false}", "eval: {benchmarks: [{name: a, path: a.json}]}"))
     recipe = load_recipe(path, ["cpt.learning_rate=3e-4", "run.name=other", "eval.benchmarks[0].path=b.json", "merge.sweep=[0.5]"])
     assert recipe.cpt.learning_rate == pytest.approx(3e-4)
     assert recipe.run.name == "other"

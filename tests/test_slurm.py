@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from astrosage.cli import EXIT_BAD_INPUT, app
 from astrosage.recipe import RecipeError, load_recipe, load_recipe_dict
 from astrosage.slurm import REQUEUE_EXIT_CODE, render_job, templates_dir
+from conftest import all_stages_off_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -151,17 +152,7 @@ def _launch(tmp_path: Path, procs: int, launcher: str, *args: str) -> subprocess
 def test_node_launcher_starts_ranked_processes(tmp_path, launcher):
     """The per-node launcher gives every process its rank and world size from Slurm's variables."""
     probe = tmp_path / "probe.yaml"
-    probe.write_text(textwrap.dedent(f"""
-        run: {{name: probe, output_dir: {tmp_path / 'runs'}}}
-        model: {{base: tiny:base, base_instruct: tiny:instruct}}
-        corpus: {{enabled: false}}
-        synth: {{enabled: false}}
-        cpt: {{enabled: false}}
-        sft: {{enabled: false}}
-        merge: {{enabled: false}}
-        eval: {{enabled: false}}
-        publish: {{enabled: false}}
-    """))
+    probe.write_text(all_stages_off_yaml("probe", tmp_path / "runs"))
     proc = _launch(tmp_path, 2, launcher, "run", str(probe))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # both ranks ran the pipeline command (each prints the summary table)
