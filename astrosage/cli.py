@@ -14,7 +14,9 @@ Works as ``python -m astrosage.cli`` too (e.g. under ``accelerate launch -m astr
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
@@ -79,10 +81,14 @@ def _load(recipe_path: Path, overrides: Optional[list[str]], check_files: bool =
     return recipe
 
 
-def _setup_logging(recipe: Recipe) -> None:
+def _setup_logging(recipe: Recipe, log_file: Path | None = None) -> None:
     from .logs import setup_logging
 
-    setup_logging(recipe.logging.level, extra_secret_env_vars=(recipe.synth.api_key_env, recipe.publish.token_env))
+    setup_logging(
+        recipe.logging.level,
+        extra_secret_env_vars=(recipe.synth.api_key_env, recipe.publish.token_env),
+        log_file=log_file,
+    )
 
 
 @app.command()
@@ -129,7 +135,6 @@ def schema(
 
 def _run(recipe_path: Path, overrides: Optional[list[str]], stages: Optional[list[str]], force: bool) -> None:
     recipe = _load(recipe_path, overrides)
-    _setup_logging(recipe)
     from .progress import StageProgress, summary_table
     from .runner import PipelineError, RunManager, StageNotAvailable
 
@@ -144,7 +149,12 @@ def _run(recipe_path: Path, overrides: Optional[list[str]], stages: Optional[lis
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
+    rank = os.environ.get("RANK", "0")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    _setup_logging(recipe, manager.run_dir / "logs" / f"{stamp}-rank{rank}.log")
     log.info("run '%s' -> %s", recipe.run.name, manager.run_dir)
+    if rank == "0":
+        manager.write_resolved_recipe(recipe_path, overrides or [])
     outcomes = []
     failed: BaseException | None = None
     with StageProgress(console, [s for s in selected if manager.enabled(s)]) as progress:

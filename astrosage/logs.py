@@ -49,8 +49,13 @@ class SecretRedactor(logging.Filter):
         return True
 
 
-def setup_logging(level: str = "INFO", extra_secret_env_vars: Iterable[str] = ()) -> logging.Logger:
-    """Configure the ``astrosage`` logger (rich console handler + secret redaction); idempotent."""
+def setup_logging(
+    level: str = "INFO", extra_secret_env_vars: Iterable[str] = (), log_file: str | os.PathLike | None = None
+) -> logging.Logger:
+    """Configure the ``astrosage`` logger: rich console (+ an optional plain log file), secrets redacted.
+
+    Idempotent: handlers installed by an earlier call are replaced.
+    """
     from rich.logging import RichHandler
 
     logger = logging.getLogger("astrosage")
@@ -58,9 +63,17 @@ def setup_logging(level: str = "INFO", extra_secret_env_vars: Iterable[str] = ()
     for handler in list(logger.handlers):
         if getattr(handler, "_astrosage", False):
             logger.removeHandler(handler)
-    handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False, log_time_format="[%X]")
-    handler._astrosage = True  # type: ignore[attr-defined]
-    handler.addFilter(SecretRedactor(extra_secret_env_vars))
-    logger.addHandler(handler)
+            handler.close()
+    redactor = SecretRedactor(extra_secret_env_vars)
+    handlers: list[logging.Handler] = [RichHandler(show_path=False, rich_tracebacks=False, markup=False, log_time_format="[%X]")]
+    if log_file is not None:
+        os.makedirs(os.path.dirname(os.fspath(log_file)) or ".", exist_ok=True)
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handlers.append(file_handler)
+    for handler in handlers:
+        handler._astrosage = True  # type: ignore[attr-defined]
+        handler.addFilter(redactor)
+        logger.addHandler(handler)
     logger.propagate = False
     return logger

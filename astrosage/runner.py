@@ -23,6 +23,7 @@ from . import __version__
 from .artifacts import (
     MANIFEST_NAME,
     atomic_write_json,
+    atomic_write_text,
     git_commit,
     package_versions,
     read_json,
@@ -109,6 +110,14 @@ class RunManager:
         self.registry = registry if registry is not None else STAGES
         self.order = [s for s in STAGE_ORDER if s in self.registry] if registry is None else list(self.registry)
         self.run_dir = Path(recipe.run.output_dir).resolve() / recipe.run.name
+
+    def write_resolved_recipe(self, source: Path | str, overrides: list[str]) -> Path:
+        """Save the recipe as run (after extends and overrides) to ``<run_dir>/recipe.resolved.yaml``."""
+        import yaml
+
+        header = f"# resolved from {source}" + (f" with overrides {' '.join(overrides)}" if overrides else "") + "\n"
+        body = yaml.safe_dump(self.recipe.model_dump(mode="json"), sort_keys=False)
+        return atomic_write_text(self.run_dir / "recipe.resolved.yaml", header + body)
 
     # ---------------------------------------------------------------- selection / planning
     def select(self, stages: Iterable[str] | None) -> list[str]:

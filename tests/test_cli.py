@@ -133,3 +133,23 @@ def test_validate_command_imports_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.stdout.split() == ["0", "-"], out.stdout + out.stderr
+
+
+def test_run_writes_resolved_recipe_and_log(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_SECRETSECRET42")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(all_stages_off_yaml("cli-test", tmp_path / "runs"))
+    result = invoke("run", str(recipe), "cpt.learning_rate=0.005")
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "runs" / "cli-test"
+    import yaml
+
+    resolved = yaml.safe_load((run_dir / "recipe.resolved.yaml").read_text())
+    assert resolved["cpt"]["learning_rate"] == 0.005 and resolved["run"]["name"] == "cli-test"
+    # the resolved recipe is itself a valid recipe
+    from astrosage.recipe import load_recipe
+
+    assert load_recipe(run_dir / "recipe.resolved.yaml").cpt.learning_rate == 0.005
+    logs = list((run_dir / "logs").glob("*-rank0.log"))
+    assert len(logs) == 1 and "run 'cli-test'" in logs[0].read_text()
+    assert "hf_SECRETSECRET42" not in logs[0].read_text()
