@@ -22,6 +22,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -169,7 +170,7 @@ def _run(recipe_path: Path, overrides: Optional[list[str]], stages: Optional[lis
             log.exception("stage failed")
     out.print(summary_table(recipe.run.name, outcomes, manager.run_dir))
     if failed is not None:
-        console.print(f"[bold red]error:[/] {failed}", highlight=False, markup=False)
+        console.print(f"[bold red]error:[/] {escape(str(failed))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT if isinstance(failed, PipelineError) else EXIT_STAGE_FAILED)
 
 
@@ -192,8 +193,17 @@ def _stage_command(stage: str, summary: str) -> None:
     ) -> None:
         _run(recipe, overrides, [stage], force)
 
-    command.__doc__ = f"Run only the {stage} stage: {summary}."
-    app.command(name=stage)(command)
+    def publish_command(
+        recipe: Path = RecipeArg,
+        overrides: Optional[list[str]] = OverridesArg,
+        force: bool = typer.Option(False, "--force", help="Rerun even if the manifest matches."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Write the exact folder that would be uploaded; upload nothing (publish.dry_run=true)."),
+    ) -> None:
+        _run(recipe, [*(overrides or []), *(["publish.dry_run=true"] if dry_run else [])], [stage], force)
+
+    chosen = publish_command if stage == "publish" else command
+    chosen.__doc__ = f"Run only the {stage} stage: {summary}."
+    app.command(name=stage)(chosen)
 
 
 def _register_stage_commands() -> None:

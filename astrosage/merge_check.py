@@ -152,7 +152,7 @@ def check_models(
     tokenizer_field: str = "merge.tokenizer_source",
     template_field: str = "merge.chat_template",
 ) -> CompatibilityReport:
-    """Compare every model with the first one.
+    """Compare the models' small files; every differing property is one Mismatch.
 
     ``remaps_vocab``: mergekit will remap embeddings into one vocabulary (tokenizer_source 'union'
     or a model reference), so vocabulary differences are warnings, not errors.
@@ -162,9 +162,8 @@ def check_models(
     """
     report = CompatibilityReport(models)
     add = report.mismatches.append
-    family_fix = "use models of one family and size: " + " / ".join(
-        f"{m.field} ({m.role})" for m in models if m.field
-    ) or "use models of one family and size"
+    fields = " / ".join(f"{m.field} ({m.role})" for m in models if m.field)
+    family_fix = "use models of one family and size" + (f": change {fields}" if fields else "")
     vocab_fix = (
         f"set {tokenizer_field} to 'union' or to one model's reference, so mergekit remaps the embeddings "
         "into one vocabulary (or merge models that share a tokenizer)"
@@ -172,15 +171,14 @@ def check_models(
     vocab_severity: Severity = "warning" if remaps_vocab else "error"
 
     def compare(check: str, values: dict[str, Any], severity: Severity, fix: str) -> None:
-        present = {k: v for k, v in values.items()}
-        if len({_key(v) for v in present.values()}) > 1:
-            add(Mismatch(check, severity, present, fix))
+        if len({_key(v) for v in values.values()}) > 1:
+            add(Mismatch(check, severity, values, fix))
 
     by_role = lambda getter: {m.role: getter(m) for m in models}  # noqa: E731
     compare("architectures", by_role(lambda m: m.config.get("architectures")), "error", family_fix)
     compare("model_type", by_role(lambda m: m.config.get("model_type")), "error", family_fix)
     for key in SHAPE_KEYS:
-        values = by_role(lambda m: m.config.get(key))
+        values = by_role(lambda m: _shape_value(m.config, key))
         if any(v is not None for v in values.values()):
             compare(key, values, "error", family_fix)
     compare("vocab_size", by_role(lambda m: m.config.get("vocab_size")), vocab_severity, vocab_fix)
@@ -225,6 +223,17 @@ def check_models(
 
 
 # ------------------------------------------------------------------------------------ helpers
+
+
+def _shape_value(config: dict[str, Any], key: str) -> Any:
+    """A shape key with transformers' defaults filled in (older configs omit head_dim / num_key_value_heads)."""
+    value = config.get(key)
+    heads = config.get("num_attention_heads")
+    if value is None and key == "num_key_value_heads":
+        return heads
+    if value is None and key == "head_dim" and isinstance(heads, int) and heads and isinstance(config.get("hidden_size"), int):
+        return config["hidden_size"] // heads
+    return value
 
 
 def _fetch_small_files(ref: str, revision: str | None) -> dict[str, Path]:

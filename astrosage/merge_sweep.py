@@ -20,9 +20,12 @@ __all__ = [
     "SweepError",
     "LOWER_IS_BETTER",
     "sweep_points",
+    "is_sweep",
+    "metric_value",
     "load_evaluator",
     "dev_benchmark",
     "select_best",
+    "sweep_rank",
     "write_sweep_record",
 ]
 
@@ -91,15 +94,26 @@ def metric_value(report: dict[str, Any], metric: str) -> float | None:
 
 
 def select_best(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
-    """The row with the best ``metric`` (ties: the first in sweep order); SweepError if none has a value."""
+    """The row with the best ``metric``; SweepError if none has a value.
+
+    Ties (common on small dev sets) go to the lower NLL (to the higher accuracy when selecting by
+    NLL), then to the first in sweep order.
+    """
     scored = [r for r in rows if r.get(metric) is not None]
     if not scored:
         raise SweepError(
             f"no merge of the sweep has a value for select_metric '{metric}'; is the dev benchmark labelled "
             "(an answer key is needed to score accuracy)? name a labelled one with merge.select_benchmark"
         )
+    return max(scored, key=lambda r: sweep_rank(r, metric))
+
+
+def sweep_rank(row: dict[str, Any], metric: str) -> tuple[float, float]:
+    """Sort key of a sweep row: higher is better (``metric``, then the tie-breaker)."""
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-    return max(scored, key=lambda r: sign * r[metric])
+    second, second_sign = ("accuracy", 1.0) if metric == "nll" else ("nll", -1.0)
+    tie = row.get(second)
+    return sign * row[metric], second_sign * tie if tie is not None else -math.inf
 
 
 def write_sweep_record(

@@ -56,12 +56,15 @@ def resolve_model(ref: str, output_dir: Path, seed: int = 0) -> str:
 
 
 def model_fingerprint(ref: str, revision: str | None = None, seed: int = 0) -> str:
-    """A cache key for a model reference, computed without loading or downloading it."""
+    """A cache key for a model (or data) reference, computed without loading or downloading it.
+
+    Local files and folders are fingerprinted by content; Hub ids by id and revision.
+    """
     if is_tiny(ref):
         from .tiny import tiny_build_id
 
         return hashlib.sha256(f"{ref}|seed={seed}|{tiny_build_id()}".encode()).hexdigest()
     path = Path(ref).expanduser()
-    if path.is_dir():
+    if path.exists():  # a local model folder or data file: its content
         return tree_fingerprint(path)
     return hashlib.sha256(f"hub:{ref}@{revision or 'main'}".encode()).hexdigest()

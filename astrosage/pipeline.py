@@ -172,9 +172,14 @@ STAGES: dict[str, StageSpec] = {
         StageSpec(
             name="merge",
             summary="merge the trained model with the base-instruct model (mergekit)",
-            sections=("model", "merge"),
+            # a sweep scores candidates with the evaluator, so its settings define the result too
+            sections=("model", "merge", "eval.benchmarks", "eval.method", "eval.limit", "eval.batch_size"),
             upstream=lambda r: _last_model_stage(r, "merge"),
-            external=lambda r: {"base_instruct": r.model.base_instruct or ""},
+            external=lambda r: {
+                "base_instruct": r.model.base_instruct or "",
+                **({"mergekit_yaml": str(r.merge.mergekit_yaml)} if r.merge.mergekit_yaml else {}),
+                **(_benchmarks(r) if r.merge.sweep or r.merge.sweep_density else {}),
+            },
             entry="astrosage.stages.merge:run",
             planned="model merging",
         ),

@@ -233,6 +233,30 @@ class SynthSection(_Section):
     timeout_s: float = Field(default=120.0, gt=0, description="Request timeout, seconds.")
     max_retries: int = Field(default=5, ge=0, description="Retries with backoff on errors and 429s.")
     mcq_dev_size: int = Field(default=200, ge=0, description="Target number of validated MCQs for the labelled dev set.")
+    docs: Path | None = Field(
+        default=None,
+        description="Corpus documents (a parquet file or folder of shards with id, title, abstract, text, date) to use "
+        "when the corpus stage is disabled; ignored when it is enabled.",
+    )
+    qa_per_chunk: int = Field(default=3, gt=0, description="QA pairs asked for per chunk (tasks qa and qa_reasoning).")
+    mcq_per_chunk: int = Field(default=1, gt=0, description="MCQs asked for per chunk (task mcq).")
+    shard_chunks: int = Field(
+        default=32, gt=0, description="Chunks per output shard; a shard is committed atomically, and a killed run resumes after the last committed one."
+    )
+    prompt_version: str = Field(
+        default="v1", pattern=r"^[A-Za-z0-9._-]+$", description="Prompt templates to use: <task>_<version>.j2 (shipped: v1)."
+    )
+    prompt_dir: Path | None = Field(
+        default=None, description="Folder with your own <task>_<version>.j2 prompt templates (tried before the shipped ones)."
+    )
+    dedup_threshold: float = Field(
+        default=0.7, gt=0, lt=1, description="Questions of the same task with MinHash Jaccard (word 2-grams) above this are near-duplicates; the first is kept."
+    )
+    max_option_length_ratio: float = Field(
+        default=2.5, ge=1, description="Reject MCQs whose longest option is more than this many times longer than the shortest."
+    )
+    retry_backoff_s: float = Field(default=1.0, gt=0, description="First retry delay (doubled per retry, with jitter) when the server sends no Retry-After.")
+    max_backoff_s: float = Field(default=60.0, gt=0, description="Upper bound on any single retry delay, Retry-After included.")
 
     @model_validator(mode="after")
     def _overlap_below_chunk(self) -> "SynthSection":
@@ -381,7 +405,11 @@ class MergeSection(_Section):
         "merge is refused). 'trained' / 'instruct': that model's template. Else passed to mergekit: 'auto' (most common), a "
         "mergekit built-in name ('llama3', 'chatml', ...) or a Jinja template.",
     )
-    mergekit_yaml: Path | None = Field(default=None, description="Use this raw mergekit YAML instead of building one.")
+    mergekit_yaml: Path | None = Field(
+        default=None,
+        description="Use this raw mergekit YAML instead of building one; '${trained}', '${instruct}' and '${base}' are "
+        "replaced by the resolved models (the upstream checkpoint, model.base_instruct, model.base).",
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(default="bfloat16", description="dtype of the merged weights.")
 
     @field_validator("sweep")
@@ -436,7 +464,9 @@ class EvalSection(_Section):
 class PublishSection(_Section):
     enabled: bool = Field(default=True, description="Run this stage.")
     repo_id: str | None = Field(default=None, description="Hub repository, 'user/name'.", pattern=r"^[\w.-]+/[\w.-]+$")
-    private: bool = Field(default=True, description="Create the Hub repository as private.")
+    private: bool = Field(
+        default=True, description="Create the Hub repository as private (an existing public repository is then refused, not uploaded to)."
+    )
     dry_run: bool = Field(default=False, description="Write the exact folder that would be uploaded, upload nothing.")
     license: str = Field(default="llama3.1", description="License id for the model card (follows the base model's).")
     token_env: str = Field(default="HF_TOKEN", description="Env variable holding the Hub token (never logged); else the cached login.")
@@ -517,6 +547,12 @@ class Recipe(_Section):
             problems.append(("model.base_instruct", None, "the merge stage is enabled and needs model.base_instruct (or set merge.enabled=false)"))
         if self.publish.enabled and not self.publish.dry_run and self.publish.repo_id is None:
             problems.append(("publish.repo_id", None, "publishing is enabled and needs publish.repo_id (or publish.dry_run=true)"))
+        if self.merge.enabled and (self.merge.sweep or self.merge.sweep_density):
+            names = [b.name for b in self.eval.benchmarks]
+            if not names:
+                problems.append(("eval.benchmarks", [], "a merge sweep (merge.sweep) is scored on a labelled benchmark; add one to eval.benchmarks"))
+            elif self.merge.select_benchmark is not None and self.merge.select_benchmark not in names:
+                problems.append(("merge.select_benchmark", self.merge.select_benchmark, f"'{self.merge.select_benchmark}' is not one of eval.benchmarks ({', '.join(names)})"))
         if self.eval.enabled and not self.eval.benchmarks:
             problems.append(("eval.benchmarks", [], "the eval stage is enabled and needs at least one benchmark"))
         if self.corpus.enabled and self.corpus.source == "local" and self.corpus.local_dir is None:

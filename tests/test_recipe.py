@@ -277,3 +277,13 @@ def test_validation_imports_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_merge_sweep_needs_a_benchmark(tmp_path):
+    path = write(tmp_path, "r.yaml", MINIMAL)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path, ["merge.sweep=[0.5,0.75]"])
+    assert "merge sweep" in problems_of(err.value)["eval.benchmarks"][1]
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path, ["merge.sweep=[0.5]", "eval.benchmarks=[{name: dev, path: d.json}]", "merge.select_benchmark=other"])
+    assert "'other' is not one of eval.benchmarks (dev)" in problems_of(err.value)["merge.select_benchmark"][1]

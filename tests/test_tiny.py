@@ -109,3 +109,11 @@ def test_model_fingerprint(tmp_path, tiny_base):
     assert model_fingerprint(str(tiny_base)) == model_fingerprint(str(tiny_base))
     assert model_fingerprint("org/a") != model_fingerprint("org/a", revision="v2")
     assert model_fingerprint("tiny:base", seed=0) != model_fingerprint("tiny:base", seed=1)
+
+
+def test_data_files_are_fingerprinted_by_content(tmp_path):
+    data = tmp_path / "bench.json"
+    data.write_text("[1]")
+    first = model_fingerprint(str(data))
+    data.write_text("[2]")
+    assert model_fingerprint(str(data)) != first

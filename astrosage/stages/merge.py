@@ -19,14 +19,14 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..artifacts import atomic_write_json, atomic_write_text, read_json
 from ..merge_check import CompatibilityReport, ModelInfo, check_models
 from ..merge_config import TASK_VECTOR_METHODS, MergeInputs, MergePoint, build_config, dump_config, load_raw_config
 from ..merge_sweep import dev_benchmark, is_sweep, load_evaluator, metric_value, select_best, sweep_points, write_sweep_record
 from ..pipeline import MODEL_STAGES, StageContext, StageResult
-from ..recipe import Recipe
+from ..recipe import BenchmarkRef, Recipe
 
 log = logging.getLogger("astrosage")
 
@@ -41,6 +41,7 @@ def run(ctx: StageContext) -> StageResult:
     sweep = is_sweep(recipe)
     evaluator = load_evaluator() if sweep else None  # fail before any work if a sweep cannot be scored
     bench = dev_benchmark(recipe) if sweep else None
+    _require_mergekit()
     inputs = _inputs(ctx)
     configs, report = _plan(ctx, inputs)
     atomic_write_json(ctx.work_dir / "compatibility.json", report.to_json())
@@ -48,14 +49,15 @@ def run(ctx: StageContext) -> StageResult:
         log.warning("merge: %s", warning.format())
     report.raise_for_errors()
     log.info("merge: %s", report.format().splitlines()[0])
-    _require_mergekit()
 
     if not sweep:
         point, config = configs[0]
         _merge(config, ctx.work_dir / "model", ctx.work_dir / CONFIG_NAME, recipe, inputs)
         metrics: dict[str, Any] = {"method": config["merge_method"]}
         if point is not None:
-            metrics.update(weight=point.weight, density=point.density)
+            metrics["weight"] = point.weight
+            if point.density is not None:
+                metrics["density"] = point.density
         return StageResult(
             counts={"merges": 1, "compatibility_warnings": len(report.warnings)},
             metrics=metrics,
@@ -190,6 +192,9 @@ def _merge(config: dict[str, Any], out: Path, config_path: Path, recipe: Recipe,
     log.info("merge: running mergekit (%s) -> %s", config["merge_method"], out)
     try:
         run_merge(parsed, str(tmp), options=options, config_source=text)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written model behind
+        raise
     finally:
         LoaderCache().flush_all()
         LoaderCache.loaders.clear()  # do not keep file handles / stale indexes across merges
@@ -212,7 +217,15 @@ def _load_yaml(text: str) -> Any:
 # ------------------------------------------------------------------------------------ sweeps
 
 
-def _run_sweep(ctx, inputs, configs, report, evaluator, bench) -> StageResult:
+def _run_sweep(
+    ctx: StageContext,
+    inputs: MergeInputs,
+    configs: list[tuple[MergePoint | None, dict[str, Any]]],
+    report: CompatibilityReport,
+    evaluator: Callable[..., dict[str, Any]],
+    bench: BenchmarkRef,
+) -> StageResult:
+    """One merge per point, each scored on ``bench``; the best by merge.select_metric is output 'model'."""
     recipe = ctx.recipe
     metric = recipe.merge.select_metric
     bench_path = str(Path(bench.path).resolve()) if Path(bench.path).exists() else bench.path
@@ -220,6 +233,7 @@ def _run_sweep(ctx, inputs, configs, report, evaluator, bench) -> StageResult:
     rows: list[dict[str, Any]] = []
     outputs: dict[str, str] = {"compatibility": "compatibility.json"}
     for point, config in configs:
+        assert point is not None  # sweeps always use generated configs
         rel = Path("sweep") / point.label
         folder = ctx.work_dir / rel
         merged = _merge(config, folder / "model", folder / CONFIG_NAME, recipe, inputs)
@@ -255,17 +269,18 @@ def _run_sweep(ctx, inputs, configs, report, evaluator, bench) -> StageResult:
             if row is not best:
                 shutil.rmtree(ctx.work_dir / row["model"], ignore_errors=True)
                 outputs.pop(f"model@{row['label']}", None)
+    metrics = {
+        "method": recipe.merge.method,
+        "selected": best["label"],
+        "weight": best["weight"],
+        "density": best["density"],
+        "select_metric": metric,
+        metric: best[metric],
+        "benchmark": bench.name,
+        "sweep": {r["label"]: r[metric] for r in rows},
+    }
     return StageResult(
         counts={"merges": len(rows), "compatibility_warnings": len(report.warnings)},
-        metrics={
-            "method": recipe.merge.method,
-            "selected": best["label"],
-            "weight": best["weight"],
-            "density": best["density"],
-            "select_metric": metric,
-            metric: best[metric],
-            "benchmark": bench.name,
-            "sweep": {r["label"]: r[metric] for r in rows},
-        },
+        metrics={k: v for k, v in metrics.items() if v is not None},
         outputs=outputs,
     )
