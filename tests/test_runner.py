@@ -218,3 +218,14 @@ def test_pipeline_registry_matches_recipe_sections():
     assert tuple(STAGES) == STAGE_SECTIONS
     for spec in STAGES.values():
         assert spec.summary and spec.sections
+
+
+def test_atomic_writes_use_the_usual_file_mode(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "m.txt", "x")
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -1,0 +1,204 @@
+"""Small LaTeX scanning helpers shared by the converter: brace groups, arguments, commands."""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Callable
+
+_CMD_NAME = re.compile(r"\\([A-Za-z@]+|.)")
+
+
+def skip_ws(text: str, i: int) -> int:
+    """Index of the first non-whitespace character at or after ``i``."""
+    n = len(text)
+    while i < n and text[i] in " \t\r\n":
+        i += 1
+    return i
+
+
+def read_group(text: str, i: int, open_: str = "{", close: str = "}") -> tuple[str, int] | None:
+    """If ``text[i]`` opens a group, return (content, index after the closing char), else None.
+
+    Escaped delimiters (``\\{``) do not count. An unclosed group returns None.
+    """
+    if i >= len(text) or text[i] != open_:
+        return None
+    depth = 0
+    j = i
+    n = len(text)
+    # jump between interesting characters with str.find-like scanning via regex
+    pat = _GROUP_PATS[(open_, close)]
+    while True:
+        m = pat.search(text, j)
+        if m is None:
+            return None
+        tok = m.group(0)
+        j = m.end()
+        if tok[0] == "\\":
+            continue
+        if tok == open_:
+            depth += 1
+        else:
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j - 1], j
+        if j >= n:
+            return None
+
+
+_GROUP_PATS = {
+    ("{", "}"): re.compile(r"\\.|[{}]", re.S),
+    ("[", "]"): re.compile(r"\\.|[\[\]{}]", re.S),
+}
+
+
+def read_optional(text: str, i: int) -> tuple[str, int] | None:
+    """Read a ``[...]`` optional argument at ``i`` (braces inside are balanced), else None."""
+    if i >= len(text) or text[i] != "[":
+        return None
+    depth_brace = 0
+    j = i + 1
+    n = len(text)
+    while j < n:
+        c = text[j]
+        if c == "\\":
+            j += 2
+            continue
+        if c == "{":
+            depth_brace += 1
+        elif c == "}":
+            depth_brace -= 1
+        elif c == "]" and depth_brace <= 0:
+            return text[i + 1 : j], j + 1
+        j += 1
+    return None
+
+
+def read_arg(text: str, i: int) -> tuple[str, int] | None:
+    """Read one undelimited TeX argument: a brace group, a control sequence, or one character."""
+    i = skip_ws(text, i)
+    if i >= len(text):
+        return None
+    c = text[i]
+    if c == "{":
+        return read_group(text, i)
+    if c == "\\":
+        m = _CMD_NAME.match(text, i)
+        if m:
+            return m.group(0), m.end()
+    if c in "}":
+        return None
+    return c, i + 1
+
+
+@functools.lru_cache(maxsize=256)
+def _command_pattern(names: tuple[str, ...], star: bool) -> re.Pattern:
+    alt = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    return re.compile(r"\\(" + alt + r")(?![A-Za-z@])" + (r"\*?" if star else ""))
+
+
+def replace_commands(
+    text: str,
+    names: list[str] | tuple[str, ...],
+    handler: Callable[[str, list[str | None], list[str]], str],
+    nargs: int | Callable[[str], int],
+    nopts: int = 1,
+    star: bool = True,
+) -> str:
+    """Replace ``\\name*[opt]...{arg}...`` by ``handler(name, opts, args)``.
+
+    ``nargs`` is the number of mandatory brace arguments (or a function of the name). Up to
+    ``nopts`` optional ``[...]`` arguments are read before (and between) them. A command whose
+    arguments are missing is left unchanged.
+    """
+    if not names:
+        return text
+    pat = _command_pattern(tuple(names), star)
+    if pat.search(text) is None:
+        return text
+    out: list[str] = []
+    pos = 0
+    while True:
+        m = pat.search(text, pos)
+        if m is None:
+            break
+        name = m.group(1)
+        want = nargs(name) if callable(nargs) else nargs
+        j = m.end()
+        opts: list[str | None] = []
+        args: list[str] = []
+        ok = True
+        for _ in range(nopts):
+            k = skip_ws(text, j)
+            got = read_optional(text, k)
+            if got is None:
+                break
+            opts.append(got[0])
+            j = got[1]
+        for _ in range(want):
+            k = skip_ws(text, j)
+            got = read_group(text, k)
+            if got is None:
+                ok = False
+                break
+            args.append(got[0])
+            j = got[1]
+            if len(opts) < nopts:
+                k = skip_ws(text, j)
+                extra = read_optional(text, k) if want > 1 else None
+                if extra is not None:
+                    opts.append(extra[0])
+                    j = extra[1]
+        if not ok:
+            out.append(text[pos : m.end()])
+            pos = m.end()
+            continue
+        out.append(text[pos : m.start()])
+        out.append(handler(name, opts, args))
+        pos = j
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def find_env_end(text: str, name: str, start: int) -> int | None:
+    """Index just after the ``\\end{name}`` matching an environment whose body starts at ``start``."""
+    pat = _env_end_pattern(name)
+    depth = 1
+    for m in pat.finditer(text, start):
+        depth += 1 if m.group(1) == "begin" else -1
+        if depth == 0:
+            return m.end()
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _env_pattern(names: tuple[str, ...]) -> re.Pattern:
+    return re.compile(r"\\begin\s*\{(" + "|".join(re.escape(n) for n in names) + r")\}")
+
+
+@functools.lru_cache(maxsize=256)
+def _env_end_pattern(name: str) -> re.Pattern:
+    return re.compile(r"\\(begin|end)\s*\{" + re.escape(name) + r"\}")
+
+
+def replace_envs(text: str, names: tuple[str, ...], handler: Callable[[str, str], str]) -> str:
+    """Replace whole environments ``\\begin{name}...\\end{name}`` by ``handler(name, body)``.
+
+    An environment without its ``\\end`` runs to the end of the text.
+    """
+    pat = _env_pattern(names)
+    out: list[str] = []
+    pos = 0
+    while True:
+        m = pat.search(text, pos)
+        if m is None:
+            break
+        name = m.group(1)
+        end = find_env_end(text, name, m.end())
+        body_end = len(text) if end is None else text.rfind("\\end", m.end(), end)
+        out.append(text[pos : m.start()])
+        out.append(handler(name, text[m.end() : body_end]))
+        pos = len(text) if end is None else end
+    out.append(text[pos:])
+    return "".join(out)

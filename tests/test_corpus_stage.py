@@ -1,0 +1,111 @@
+"""The corpus stage end to end on the bundled sample, through the run manager."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from astrosage.recipe import load_recipe_dict
+from astrosage.runner import RunManager
+
+from conftest import ASTROMLAB1_PUBLIC, SAMPLE_CORPUS, SAMPLE_MCQ
+
+FIELDS = ["id", "title", "abstract", "text", "categories", "date", "source", "license", "n_chars"]
+
+
+def _recipe(tmp_path, **corpus):
+    data = {
+        "run": {"name": "corpus-test", "output_dir": str(tmp_path / "runs")},
+        "model": {"base": "tiny:base"},
+        "corpus": {"source": "local", "local_dir": str(SAMPLE_CORPUS), "filters": {"min_chars": 500}, **corpus},
+        "eval": {"enabled": False, "benchmarks": [{"name": "sample-mcq", "path": str(SAMPLE_MCQ)}]},
+    }
+    for stage in ("synth", "cpt", "sft", "merge", "publish"):
+        data[stage] = {"enabled": False}
+    return load_recipe_dict(data)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    if not SAMPLE_CORPUS.exists():
+        pytest.skip("examples/sample_corpus is not present")
+    if not ASTROMLAB1_PUBLIC.exists():
+        pytest.skip(f"public AstroMLab-1 file not found at {ASTROMLAB1_PUBLIC}")
+    tmp = tmp_path_factory.mktemp("corpus")
+    recipe = _recipe(tmp, num_workers=2, decontamination={"benchmarks": [str(ASTROMLAB1_PUBLIC)]})
+    outcomes = RunManager(recipe).run(["corpus"])
+    stage_dir = tmp / "runs" / "corpus-test" / "corpus"
+    docs = pq.read_table(stage_dir / "docs").to_pylist()
+    rejected = [json.loads(line) for line in (stage_dir / "rejected.jsonl").read_text().splitlines()]
+    manifest = json.loads((stage_dir / "manifest.json").read_text())
+    return {"outcomes": outcomes, "dir": stage_dir, "docs": {d["id"]: d for d in docs}, "rejected": {r["id"]: r for r in rejected},
+            "manifest": manifest, "recipe": recipe}
+
+
+def test_outputs_and_schema(built):
+    assert built["outcomes"][0].status == "done"
+    assert built["manifest"]["outputs"] == {"docs": "docs", "rejected": "rejected.jsonl"}
+    doc = next(iter(built["docs"].values()))
+    assert list(doc)[: len(FIELDS)] == FIELDS
+    assert doc["n_chars"] == len(doc["text"]) and doc["source"] == "arxiv"
+    assert not list(built["dir"].glob("_work")), "intermediate files must not stay in the stage folder"
+
+
+def test_datasets_can_load_the_docs(built):
+    import datasets
+
+    ds = datasets.load_dataset("parquet", data_files=str(built["dir"] / "docs" / "*.parquet"), split="train")
+    assert len(ds) == len(built["docs"]) and "text" in ds.column_names
+
+
+def test_counts_in_manifest(built):
+    counts = built["manifest"]["counts"]
+    assert counts["harvested"] == 20
+    assert counts["kept"] == len(built["docs"])
+    assert counts["decontaminated_source"] == 1 and counts["decontaminated_ngram"] == 1 and counts["deduped_near"] == 1
+    assert counts["harvested"] == counts["kept"] + len(built["rejected"])
+    assert counts["tokens"] == sum(len(d["text"].split()) for d in built["docs"].values())
+
+
+def test_rejections_have_reasons(built):
+    rej = built["rejected"]
+    assert rej["2402.07789"]["reason"] == "pdf_only"
+    assert rej["astro-ph/0509123"]["reason"] == "withdrawn"
+    assert rej["2310.14159"]["reason"] == "decontaminated_source"  # the ARA&A review
+    assert rej["2406.08080"]["reason"] == "decontaminated_ngram"  # copies an AstroMLab-1 question
+    assert {"2402.05111", "2402.05987"} & set(built["docs"]) == {"2402.05111"}  # near-duplicate pair -> one
+    assert rej["2402.05987"]["reason"] == "near_duplicate"
+
+
+def test_text_quality_on_specimens(built):
+    docs = built["docs"]
+    heavy = docs["2404.11223"]["text"]
+    assert "\\msun" not in heavy and "M_\\odot" in heavy and "\\sigma_{\\rm los}" in heavy
+    assert "TODO" not in heavy and "recheck" not in heavy and "old definition" not in heavy  # comments gone
+    multi = docs["2403.01234"]["text"]
+    assert "Halvorsen" not in multi and "thebibliography" not in multi  # bibliography cut
+    assert "# Appendix: Inclination corrections" in multi  # appendix after \bibliography kept
+    assert "# Introduction" in multi and "Previous radial studies" in multi  # \input{sections/intro} inlined
+    assert "Power-law fits to the depletion-time profiles" in multi  # \include{results} inlined
+    ref = docs["2405.03321"]["text"]
+    assert "referee" not in ref.lower() and "Dear Editor" not in ref
+    latin = docs["1205.2468"]
+    assert "Gaëlle Ruíz" in latin["text"] and "Ærøe" in latin["text"] and "\ufffd" not in latin["text"]
+    aas = docs["astro-ph/0601001"]["text"]
+    assert "Kessel" not in aas and "Moreno, L." not in aas
+    for d in docs.values():
+        assert d["text"].startswith(d["title"] + "\n\n" + d["abstract"])
+
+
+def test_cached_rerun_and_flag_mode(built, tmp_path):
+    again = RunManager(built["recipe"]).run(["corpus"])
+    assert again[0].status == "cached"
+    recipe = _recipe(tmp_path, dedup={"near": False}, decontamination={"action": "flag", "drop_doi_prefixes": [], "drop_journal_refs": [],
+                                                                       "benchmarks": [str(ASTROMLAB1_PUBLIC)]})
+    RunManager(recipe).run(["corpus"])
+    stage = tmp_path / "runs" / "corpus-test" / "corpus"
+    docs = {d["id"]: d for d in pq.read_table(stage / "docs").to_pylist()}
+    assert "2402.05987" in docs and "2310.14159" in docs  # near-dup off, source drop off
+    assert docs["2406.08080"]["contamination"] and docs["2407.12345"]["contamination"] is None
