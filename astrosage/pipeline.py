@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .recipe import Recipe
+from .recipe import Recipe, SynthSection
 
 log = logging.getLogger("astrosage")
 
@@ -123,6 +123,12 @@ def _last_model_stage(recipe: Recipe, before: str) -> list[str]:
     return enabled[-1:]
 
 
+#: synth settings that change how the teacher is reached, not what it generates: a teacher
+#: server restarted on another port must not throw away resumable work
+_SYNTH_TRANSPORT = {"api_base", "api_key_env", "concurrency", "timeout_s", "max_retries", "retry_backoff_s", "max_backoff_s"}
+_SYNTH_SECTIONS = tuple(f"synth.{name}" for name in SynthSection.model_fields if name not in _SYNTH_TRANSPORT)
+
+
 def _benchmarks(recipe: Recipe) -> dict[str, str]:
     return {f"benchmark:{b.name}": b.path for b in recipe.eval.benchmarks}
 
@@ -146,9 +152,15 @@ STAGES: dict[str, StageSpec] = {
         StageSpec(
             name="synth",
             summary="synthetic QA with reasoning chains and an MCQ dev set, from the corpus",
-            sections=("synth", "model.base_instruct", "run.seed", "eval.benchmarks"),
+            sections=(*_SYNTH_SECTIONS, "model.base_instruct", "run.seed", "eval.benchmarks", "corpus.decontamination"),
             upstream=lambda r: _enabled(r, "corpus"),
-            external=lambda r: {"teacher": r.synth.teacher_model or r.model.base_instruct or "", **_benchmarks(r)},
+            external=lambda r: {
+                "teacher": r.synth.teacher_model or r.model.base_instruct or "",
+                **_benchmarks(r),
+                **({"docs": str(r.synth.docs)} if r.synth.docs else {}),
+                **({"prompt_dir": str(r.synth.prompt_dir)} if r.synth.prompt_dir else {}),
+            },
+            entry="corpus_tools.synth.stage:run",
             planned="synthetic QA",
         ),
         StageSpec(

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import shutil
+import sys
 import threading
 import time
 from collections import Counter
@@ -95,16 +96,48 @@ class _Bars:
         self.progress.update(self.tasks[step], completed=completed, total=total)
 
 
+def _default_partition() -> str:
+    """The cluster's default partition (marked '*' by sinfo); datatrove needs one by name."""
+    import subprocess
+
+    out = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=60).stdout.split()
+    for name in out:
+        if name.endswith("*"):
+            return name[:-1]
+    if out:
+        return out[0]
+    raise RuntimeError("corpus.executor is 'slurm' but no Slurm partition was found; set slurm.partition")
+
+
+def _wait_for_slurm_tasks(job_id: str | None, logs: Path, tasks: int, poll_s: float = 5.0) -> None:
+    """Wait until every task left a completion marker, or the job array left the queue (failed tasks)."""
+    import subprocess
+
+    def finished() -> int:
+        return len(list((logs / "completions").glob("*"))) if (logs / "completions").exists() else 0
+
+    while finished() < tasks:
+        if job_id:
+            queued = subprocess.run(["squeue", "-h", "-j", str(job_id)], capture_output=True, text=True)
+            if queued.returncode == 0 and not queued.stdout.strip() and finished() < tasks:
+                time.sleep(poll_s)  # a task may write its marker just as it leaves the queue
+                break
+        time.sleep(poll_s)
+
+
 def _run_executor(step: ExtractStep, tasks: int, workers: int, logs: Path, executor: str, recipe: Any, bars: _Bars) -> None:
     if executor == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
 
         s = recipe.slurm
+        activate = Path(sys.prefix) / "bin" / "activate"
         ex = SlurmPipelineExecutor(
-            pipeline=[step], tasks=tasks, time=s.time, partition=s.partition or "", job_name=f"{recipe.run.name}-corpus",
-            logging_dir=str(logs), cpus_per_task=1, qos=s.qos or "normal",
+            pipeline=[step], tasks=tasks, time=s.time, partition=s.partition or _default_partition(),
+            job_name=f"{recipe.run.name}-corpus", logging_dir=str(logs), cpus_per_task=1, qos=s.qos or "",
             sbatch_args={**({"account": s.account} if s.account else {})},
+            # the array tasks need this Python environment: the recipe's set-up lines, else this venv
             env_command="\n".join(s.setup) or None,
+            venv_path=str(activate) if not s.setup and activate.exists() else None,
         )
     else:
         from datatrove.executor import LocalPipelineExecutor
@@ -123,8 +156,7 @@ def _run_executor(step: ExtractStep, tasks: int, workers: int, logs: Path, execu
     try:
         ex.run()
         if executor == "slurm":  # sbatch returns at once: wait for the array's completion markers
-            while len(list((logs / "completions").glob("*"))) < tasks:
-                time.sleep(10)
+            _wait_for_slurm_tasks(getattr(ex, "job_id", None), logs, tasks)
     finally:
         stop.set()
         watcher.join()

@@ -229,3 +229,15 @@ def test_atomic_writes_use_the_usual_file_mode(tmp_path):
     finally:
         os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_synth_cache_key_ignores_transport_settings(tmp_path):
+    from astrosage.recipe import section_hash
+
+    base = recipe(tmp_path).model_dump()
+    moved = dict(base, synth={**base["synth"], "api_base": "http://127.0.0.1:9999/v1", "concurrency": 3, "timeout_s": 5.0})
+    changed = dict(base, synth={**base["synth"], "temperature": 0.1})
+    sections = STAGES["synth"].sections
+    h = lambda d: section_hash(load_recipe_dict(d), *sections)  # noqa: E731
+    assert h(moved) == h(base)
+    assert h(changed) != h(base)

@@ -288,3 +288,32 @@ def test_real_slurm_all_stages_chained_with_afterok(slurm_cluster, tmp_path):
     assert wait_for_job(ids[-1][1], timeout=300) == "COMPLETED"
     times = [float((out / f"stage-{stage}").read_text()) for stage, _ in ids]
     assert times == sorted(times)  # each stage started only after the previous one finished
+
+
+@pytest.mark.slow
+def test_real_slurm_corpus_fans_out_through_datatrove(slurm_cluster, tmp_path):
+    """corpus.executor=slurm: the extraction step runs as a datatrove Slurm job array on the cluster."""
+    from conftest import SAMPLE_CORPUS, SAMPLE_MCQ
+
+    import pyarrow.parquet as pq
+
+    from astrosage.runner import RunManager
+
+    name = f"sc{os.getpid()}x{int(time.time()) % 100000}"
+    data = {
+        "run": {"name": name, "output_dir": str(tmp_path / "runs")},
+        "model": {"base": "tiny:base"},
+        "corpus": {"source": "local", "local_dir": str(SAMPLE_CORPUS), "executor": "slurm", "num_workers": 2, "filters": {"min_chars": 500}},
+        "eval": {"enabled": False, "benchmarks": [{"name": "mcq", "path": str(SAMPLE_MCQ)}]},
+        "slurm": {"time": "00:10:00", "gpus_per_node": 0},
+        **{stage: {"enabled": False} for stage in ("synth", "cpt", "sft", "merge", "publish")},
+    }
+    outcomes = RunManager(load_recipe_dict(data)).run(["corpus"])
+    assert outcomes[0].status == "done"
+    docs = pq.read_table(tmp_path / "runs" / name / "corpus" / "docs").to_pylist()
+    assert len(docs) >= 10
+    manifest = __import__("json").loads((tmp_path / "runs" / name / "corpus" / "manifest.json").read_text())
+    assert manifest["counts"]["kept"] == len(docs)
+    # the extraction really ran as a Slurm job array of 2 tasks
+    jobs = subprocess.run(["scontrol", "show", "job"], capture_output=True, text=True).stdout
+    assert jobs.count(f"JobName={name}-corpus") >= 2
