@@ -28,9 +28,10 @@ from rich.table import Table
 from . import __version__
 from .recipe import Recipe, RecipeError, check_paths, load_recipe
 
-EXIT_STAGE_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_NOT_AVAILABLE = 3
+from .exitcodes import BAD_INPUT as EXIT_BAD_INPUT
+from .exitcodes import NOT_AVAILABLE as EXIT_NOT_AVAILABLE
+from .exitcodes import REQUEUE as EXIT_REQUEUE
+from .exitcodes import STAGE_FAILED as EXIT_STAGE_FAILED
 
 console = Console(stderr=True)
 out = Console()
@@ -165,13 +166,38 @@ def _run(recipe_path: Path, overrides: Optional[list[str]], stages: Optional[lis
             failed = exc
         except KeyboardInterrupt:
             failed = KeyboardInterrupt("interrupted; rerun the same command to resume")
+        except SystemExit as exc:
+            if exc.code != EXIT_REQUEUE:
+                raise
+            failed = exc
         except Exception as exc:  # a stage failed: show the summary, then the error
             failed = exc
             log.exception("stage failed")
     out.print(summary_table(recipe.run.name, outcomes, manager.run_dir))
+    if isinstance(failed, SystemExit):
+        _mark_requeue()
+        console.print(
+            f"[bold yellow]preempted:[/] a complete checkpoint was saved; rerun the same command to resume "
+            f"(exit code {EXIT_REQUEUE} asks a Slurm job script to requeue)",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_REQUEUE)
     if failed is not None:
         console.print(f"[bold red]error:[/] {escape(str(failed))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT if isinstance(failed, PipelineError) else EXIT_STAGE_FAILED)
+
+
+def _mark_requeue() -> None:
+    """Leave ``$ASTROSAGE_REQUEUE_MARKER`` (set by astrosage's sbatch scripts) from the main rank.
+
+    Launchers (torchrun, accelerate launch) do not pass a worker's exit code through, so the
+    job script also looks for this file before it requeues.
+    """
+    marker = os.environ.get("ASTROSAGE_REQUEUE_MARKER")
+    if marker and os.environ.get("RANK", "0") == "0":
+        from .artifacts import atomic_write_text
+
+        atomic_write_text(marker, datetime.now().isoformat() + "\n")
 
 
 @app.command()

@@ -15,6 +15,7 @@ STATUS_STYLE = {
     "disabled": "[dim]disabled[/]",
     "skipped": "[dim]not selected[/]",
     "failed": "[bold red]FAILED[/]",
+    "preempted": "[bold yellow]preempted[/]",
 }
 
 
@@ -70,7 +71,7 @@ def summary_table(run_name: str, outcomes: Sequence[Any], run_dir: Path) -> Tabl
     for o in outcomes:
         metrics = ", ".join(f"{k}={_fmt_metric(v)}" for k, v in list(o.metrics.items())[:4] if not isinstance(v, (dict, list)))
         detail = metrics or o.detail
-        seconds = f"{o.duration_s:.1f}s" if o.status in ("done", "failed") else ""
+        seconds = f"{o.duration_s:.1f}s" if o.status in ("done", "failed", "preempted") else ""
         output = ""
         if o.path is not None:
             try:

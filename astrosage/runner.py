@@ -30,6 +30,7 @@ from .artifacts import (
     replacing_dir,
     tree_fingerprint,
 )
+from .exitcodes import REQUEUE
 from .models import model_fingerprint
 from .pipeline import STAGE_ORDER, STAGES, StageContext, StageNotAvailable, StageResult, StageSpec
 from .recipe import Recipe, section_hash
@@ -223,8 +224,10 @@ class RunManager:
             try:
                 manifest = self._run_stage(spec, key, inputs, upstream, force)
             except BaseException as exc:
-                detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
-                report(StageOutcome(stage, "failed", detail, time.monotonic() - start, {}, self.run_dir / f"{stage}.partial"))
+                preempted = isinstance(exc, SystemExit) and exc.code == REQUEUE
+                status = "preempted" if preempted else "failed"
+                detail = "checkpoint saved; rerun to resume" if preempted else f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+                report(StageOutcome(stage, status, detail, time.monotonic() - start, {}, self.run_dir / f"{stage}.partial"))
                 raise
             report(StageOutcome(stage, "done", "", time.monotonic() - start, manifest.get("metrics", {}), self.run_dir / stage))
         return outcomes

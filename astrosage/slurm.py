@@ -21,9 +21,7 @@ from pathlib import Path
 
 from .recipe import Recipe
 
-#: Exit code of a training process that saved a complete checkpoint after a preemption signal.
-#: 75 is EX_TEMPFAIL ("try again later") from sysexits.h.
-REQUEUE_EXIT_CODE = 75
+from .exitcodes import REQUEUE as REQUEUE_EXIT_CODE
 
 #: Stages that run multi-node / multi-process; the others run as one process on one node.
 TRAINING_STAGES = ("cpt", "sft")
