@@ -129,6 +129,10 @@ _SYNTH_TRANSPORT = {"api_base", "api_key_env", "concurrency", "timeout_s", "max_
 _SYNTH_SECTIONS = tuple(f"synth.{name}" for name in SynthSection.model_fields if name not in _SYNTH_TRANSPORT)
 
 
+def _mix(mix: list) -> dict[str, str]:
+    return {f"mix[{i}]:{m.path}": m.path for i, m in enumerate(mix)}
+
+
 def _benchmarks(recipe: Recipe) -> dict[str, str]:
     return {f"benchmark:{b.name}": b.path for b in recipe.eval.benchmarks}
 
@@ -168,7 +172,11 @@ STAGES: dict[str, StageSpec] = {
             summary="continued pretraining of the base model on the corpus",
             sections=("model", "cpt", "run.seed"),
             upstream=lambda r: _enabled(r, "corpus"),
-            external=lambda r: {"base": r.model.base},
+            external=lambda r: {
+                "base": r.model.base,
+                **({"dataset": r.cpt.dataset} if r.cpt.dataset and not r.corpus.enabled else {}),
+                **_mix(r.cpt.general_mix),
+            },
             entry="astrosage.stages.cpt:run",
             planned="training stages",
         ),
@@ -177,7 +185,11 @@ STAGES: dict[str, StageSpec] = {
             summary="supervised fine-tuning on synthetic QA (with <think> reasoning)",
             sections=("model", "sft", "run.seed"),
             upstream=lambda r: _enabled(r, "cpt", "synth"),
-            external=lambda r: {"base": r.model.base, **({"dataset": r.sft.dataset} if r.sft.dataset else {})},
+            external=lambda r: {
+                "base": r.model.base,
+                **({"dataset": r.sft.dataset} if r.sft.dataset else {}),
+                **_mix(r.sft.general_mix),
+            },
             entry="astrosage.stages.sft:run",
             planned="training stages",
         ),

@@ -895,6 +895,8 @@ def check_paths(recipe: Recipe, source: str = "<recipe>") -> None:
                     need(f"{stage}.general_mix[{i}].path", mix.path)
     if recipe.sft.enabled and recipe.sft.dataset and _looks_local(recipe.sft.dataset):
         need("sft.dataset", recipe.sft.dataset)
+    if recipe.cpt.enabled and not recipe.corpus.enabled and recipe.cpt.dataset and _looks_local(recipe.cpt.dataset):
+        need("cpt.dataset", recipe.cpt.dataset)
     if recipe.merge.enabled and recipe.merge.mergekit_yaml is not None:
         need("merge.mergekit_yaml", recipe.merge.mergekit_yaml)
     if recipe.eval.enabled or recipe.corpus.enabled or recipe.synth.enabled:

@@ -74,8 +74,9 @@ class _Ranks:
             import torch.distributed as dist
             from accelerate import PartialState
 
-            # let accelerate set up the process group the way the Trainer expects it
-            self._state = PartialState()
+            # let accelerate set up the process group the way the Trainer expects it (cpu=True on
+            # CPU-only machines, else it reports one process and every rank believes it is main)
+            self._state = PartialState(cpu=not _cuda())
             if not dist.is_initialized():
                 dist.init_process_group(backend="nccl" if _cuda() else "gloo")
             self._dist = dist

@@ -171,9 +171,15 @@ def build_tiny_model(out_dir: str | Path, variant: Variant = "base", seed: int =
         (tmp / "astrosage_tiny.json").write_text(
             json.dumps({"variant": variant, "seed": seed, "tiny_version": TINY_VERSION}, indent=2) + "\n"
         )
-        if out_dir.exists():
+        if out_dir.exists() and not any(out_dir.iterdir()):
             out_dir.rmdir()
-        tmp.rename(out_dir)
+        try:
+            tmp.rename(out_dir)
+        except OSError:
+            if not (out_dir / "config.json").exists():
+                raise
+            # another process (e.g. another rank) finished the same deterministic build first
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

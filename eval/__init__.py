@@ -1,0 +1,15 @@
+"""The benchmark evaluator: AstroMLab-1 style multiple-choice scoring of any checkpoint.
+
+One module per job:
+
+* ``data``: load MCQ sets (JSON/JSONL/CSV/parquet, saved datasets, Hub names), clear errors;
+* ``prompts``: the prompts (Jinja, shared with the lm-eval export);
+* ``scoring``: `letter` and `choices` log-likelihood scorers (lm-eval-compatible tokenization);
+* ``generate``: `generate` (JSON answers, optional <think>), transformers or vLLM;
+* ``store``: the resumable per-question score store;
+* ``metrics``/``topics``/``report``/``plots``: accuracy, calibration, per-topic, files, PNGs;
+* ``evaluator``/``api``: score one checkpoint (``api.evaluate_checkpoint`` for other stages);
+* ``stage``: the pipeline's eval stage; ``lm_eval_export``: lm-evaluation-harness task; ``cli``.
+
+Heavy libraries (torch, transformers, lm-eval) are imported only where they are used.
+"""

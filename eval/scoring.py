@@ -1,0 +1,170 @@
+"""Log-likelihood scorers: `letter` (AstroMLab "token" method) and `choices` (lm-eval style).
+
+Both tokenize exactly as lm-evaluation-harness does for a causal model (trailing spaces of the
+context move to the continuation; the continuation's tokens are those of ``context +
+continuation`` after the context's tokens), so their predictions match lm-eval's on the
+exported task. Batches are formed from questions sorted by length (longest first, ties by
+index: deterministic), right-padded, and only the positions that are scored go through the LM
+head (``logits_to_keep``; the saving grows with the vocabulary: 128k entries for Llama-3).
+
+Each scorer yields one list of rows per batch: ``{"index": i, "scores": [sA, sB, sC, sD], ...}``
+where the scores are log-probabilities (softmax over them gives p for calibration).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from .data import LETTERS, Question
+from .modeling import LoadedModel
+from .prompts import TARGET_DELIMITER, choices_prompt, letter_prompt
+
+
+class ScoringError(RuntimeError):
+    """A question cannot be scored with the chosen method (e.g. letters that are not one token)."""
+
+
+def encode_pairs(
+    tokenizer: Any, items: Sequence[tuple[str, Sequence[str]]]
+) -> list[tuple[list[int], list[list[int]]]]:
+    """For each (context, continuations): (context ids, ids of each continuation).
+
+    Split the way lm-eval's ``_encode_pair`` does: trailing spaces of the context move to the
+    continuation; the continuation's ids are those of ``context + continuation`` after the
+    context's ids. Tokenizes in two batched calls (fast tokenizers are slow one string at a time).
+    """
+    contexts, wholes, sizes = [], [], []
+    for context, continuations in items:
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            continuations = [context[-n_spaces:] + c for c in continuations]
+            context = context[:-n_spaces]
+        contexts.append(context)
+        wholes.extend(context + c for c in continuations)
+        sizes.append(len(continuations))
+    ctx_ids = tokenizer(contexts)["input_ids"] if contexts else []
+    whole_ids = tokenizer(wholes)["input_ids"] if wholes else []
+    result, start = [], 0
+    for ctx, size in zip(ctx_ids, sizes):
+        result.append((ctx, [w[len(ctx):] for w in whole_ids[start : start + size]]))
+        start += size
+    return result
+
+
+@dataclass
+class LetterRequest:
+    """Score the last position of ``input_ids`` at the four ``targets`` (one token per letter)."""
+
+    index: int
+    input_ids: list[int]
+    targets: list[int]
+
+
+def letter_requests(tokenizer: Any, questions: Sequence[Question]) -> list[LetterRequest]:
+    """Build the one-forward-pass request of each question.
+
+    The continuations " A" .. " D" may be one token each (Llama-3, GPT-2 style "ĠA") or share a
+    leading piece (SentencePiece "▁" + "A"); a shared prefix is appended to the prompt (its
+    probability is common to all four, so it cancels in the softmax and the argmax).
+    """
+    letters = [TARGET_DELIMITER + letter for letter in LETTERS]
+    encoded = encode_pairs(tokenizer, [(letter_prompt(q), letters) for q in questions])
+    return [_letter_request(tokenizer, q, ctx, conts) for q, (ctx, conts) in zip(questions, encoded)]
+
+
+def _letter_request(tokenizer: Any, q: Question, ctx: list[int], conts: list[list[int]]) -> LetterRequest:
+    shared = 0
+    while all(len(c) > shared + 1 for c in conts) and len({c[shared] for c in conts}) == 1:
+        shared += 1
+    tails = [c[shared:] for c in conts]
+    if any(len(t) != 1 for t in tails) or len({t[0] for t in tails}) != 4:
+        shown = [tokenizer.convert_ids_to_tokens(c) for c in conts]
+        raise ScoringError(
+            f"question {q.index}: the answer letters are not single distinct tokens after the prompt ({shown}); "
+            "use --method choices"
+        )
+    return LetterRequest(q.index, ctx + conts[0][:shared], [t[0] for t in tails])
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Positions grouped into batches of similar length: longest first, ties by position."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def forward_logprobs(lm: LoadedModel, seqs: list[list[int]], wanted: list[list[int]]) -> list[Any]:
+    """Log-softmax over the vocabulary at positions ``wanted[r]`` of sequence ``r``: one [len, V] tensor each.
+
+    Sequences are right-padded and run without an attention mask, as lm-eval does: causal
+    attention never looks to the right, so padding after a sequence cannot change its logits,
+    and the fast causal attention path is used. Only the wanted positions go through the LM head.
+    """
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), lm.tokenizer.pad_token_id, dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+    keep = sorted({p for w in wanted for p in w})
+    column = {p: k for k, p in enumerate(keep)}
+    with torch.inference_mode():
+        logits = lm.model(
+            input_ids=ids.to(lm.device),
+            logits_to_keep=torch.tensor(keep, dtype=torch.long, device=lm.device),
+            use_cache=False,
+        ).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+    return [logprobs[row, [column[p] for p in w]] for row, w in enumerate(wanted)]
+
+
+def iter_letter(lm: LoadedModel, questions: Sequence[Question], batch_size: int) -> Iterator[list[dict]]:
+    """`letter`: one forward pass per question, log-probabilities of the four letter tokens."""
+    requests = letter_requests(lm.tokenizer, questions)
+    for batch in length_batches([len(r.input_ids) for r in requests], batch_size):
+        reqs = [requests[i] for i in batch]
+        logprobs = forward_logprobs(lm, [r.input_ids for r in reqs], [[len(r.input_ids) - 1] for r in reqs])
+        yield [{"index": r.index, "scores": lp[0, r.targets].tolist()} for r, lp in zip(reqs, logprobs)]
+
+
+def iter_choices(lm: LoadedModel, questions: Sequence[Question], batch_size: int) -> Iterator[list[dict]]:
+    """`choices`: summed log-likelihood of each option's text as the continuation of the question.
+
+    Rows also carry ``scores_norm`` (divided by the option's length in characters, lm-eval's
+    ``acc_norm``) and ``prediction_norm``.
+    """
+    pairs = encode_pairs(lm.tokenizer, [(choices_prompt(q), [TARGET_DELIMITER + o for o in q.options]) for q in questions])
+    encoded = [[(ctx, cont) for cont in conts] for ctx, conts in pairs]
+    lengths = [max(len(c) + len(t) for c, t in pairs) for pairs in encoded]
+    for batch in length_batches(lengths, batch_size):
+        seqs, conts = [], []
+        for i in batch:
+            for ctx, cont in encoded[i]:
+                seqs.append((ctx + cont)[:-1])
+                conts.append(cont)
+        # the last len(cont) positions of (ctx + cont)[:-1] predict the continuation's tokens
+        wanted = [list(range(len(seq) - len(cont), len(seq))) for seq, cont in zip(seqs, conts)]
+        logprobs = forward_logprobs(lm, seqs, wanted)
+        sums = [float(lp.gather(-1, _col(cont)).sum()) for lp, cont in zip(logprobs, conts)]
+        rows = []
+        for j, i in enumerate(batch):
+            q = questions[i]
+            scores = sums[4 * j : 4 * j + 4]
+            norm = [s / len(opt) for s, opt in zip(scores, q.options)]
+            rows.append({"index": q.index, "scores": scores, "scores_norm": norm, "prediction_norm": LETTERS[_argmax(norm)]})
+        yield rows
+
+
+def _col(ids: list[int]) -> Any:
+    import torch
+
+    return torch.tensor(ids, dtype=torch.long).unsqueeze(-1)
+
+
+def _argmax(values: Sequence[float]) -> int:
+    """First index of the maximum (numpy's tie rule, as lm-eval uses)."""
+    best = 0
+    for i, v in enumerate(values):
+        if v > values[best]:
+            best = i
+    return best
