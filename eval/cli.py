@@ -94,7 +94,7 @@ def results_table(report: dict[str, Any], out_dir: Path) -> Table:
     for key in ("ece", "brier", "nll", "mean_confidence"):
         table.add_row(key, _fmt(report[key]))
     if report.get("questions_per_second"):
-        table.add_row("questions / s", _fmt(report["questions_per_second"]))
+        table.add_row("questions / s", f"{report['questions_per_second']:.1f}")
     if not report["labelled"]:
         table.add_row("submission", str(out_dir / "submission.txt"))
     return table
@@ -123,6 +123,9 @@ def _standalone(model: str, benchmark: str, out_dir: Path, settings: Any, split:
         except (BenchmarkError, BackendNotAvailable, ScoringError, ValueError) as exc:
             progress.stop()
             _fail(str(exc))
+        except OSError as exc:  # e.g. an unknown Hub id or a Hub model with no network
+            progress.stop()
+            _fail(f"{type(exc).__name__}: {exc}")
     out.print(results_table(report, out_dir))
 
 

@@ -59,8 +59,7 @@ def topic_bars(per_topic: dict[str, dict], title: str, path: Path) -> Path:
     else:
         ax.bar(topics, [per_topic[t]["n"] for t in topics], color="gray")
         ax.set(ylabel="questions (unlabelled set)")
-    for i, t in enumerate(topics):
-        ax.annotate(f"n={per_topic[t]['n']}", (i, 0), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(topics)), [f"{t}\nn={per_topic[t]['n']}" for t in topics])
     ax.set(title=title, xlabel="topic")
     return _save(fig, path)
 

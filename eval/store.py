@@ -1,6 +1,7 @@
 """The resumable score store: one JSONL file of raw per-question scores, appended batch by batch.
 
-The first line is a header ``{"fingerprint": ...}`` (model + benchmark + method + settings). Rows
+The first line is a header ``{"fingerprint": ...}`` (model + benchmark + method + settings),
+written with the first batch (a run that fails before scoring anything leaves no file). Rows
 are ``{"index": i, "scores": [...], ...}``, flushed and fsynced after every batch, so a killed
 run loses at most the batch in flight. On reopening, rows with the same fingerprint are reused
 (a torn last line is cut off); a different fingerprint starts a fresh file. Because rows are
@@ -25,11 +26,11 @@ class ScoreStore:
         self.path = Path(path)
         self.fingerprint = fingerprint
         self.rows: dict[int, dict[str, Any]] = {}
+        self._started = False
         self._load()
 
     def _load(self) -> None:
         if not self.path.exists():
-            self._start()
             return
         good_bytes = 0
         with self.path.open("rb") as fh:
@@ -39,9 +40,9 @@ class ScoreStore:
             except json.JSONDecodeError:
                 header = {}
             if not header_line.endswith(b"\n") or header.get("fingerprint") != self.fingerprint:
-                log.info("eval: %s was made with other settings or is damaged; starting it afresh", self.path)
-                self._start()
+                log.info("eval: %s was made with other settings or is damaged; it is replaced once new scores exist", self.path)
                 return
+            self._started = True
             good_bytes = len(header_line)
             for line in fh:
                 try:
@@ -59,17 +60,20 @@ class ScoreStore:
                 fh.truncate(good_bytes)
 
     def _start(self) -> None:
+        """Write a fresh file holding only the header (replacing another fingerprint's file)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps({"fingerprint": self.fingerprint}) + "\n", encoding="utf-8")
         os.replace(tmp, self.path)
-        self.rows = {}
+        self._started = True
 
     def append(self, rows: Iterable[dict[str, Any]]) -> None:
         """Persist a batch of rows (new indices only) and make it durable."""
         fresh = [r for r in rows if r["index"] not in self.rows]
         if not fresh:
             return
+        if not self._started:
+            self._start()
         with self.path.open("a", encoding="utf-8") as fh:
             for row in fresh:
                 fh.write(json.dumps(row) + "\n")

@@ -168,10 +168,15 @@ def test_limit_then_extend_scores_only_new_questions(lm, bench, tmp_path):
 
 
 def test_store_ignores_other_fingerprints(tmp_path):
-    store = ScoreStore(tmp_path / "s.jsonl", "one")
+    path = tmp_path / "s.jsonl"
+    store = ScoreStore(path, "one")
+    assert not path.exists()  # nothing written until there is something to keep
     store.append([{"index": 0, "scores": [0, 0, 0, 0]}, {"index": 0, "scores": [1, 1, 1, 1]}])
-    assert len(ScoreStore(tmp_path / "s.jsonl", "one").rows) == 1
-    assert ScoreStore(tmp_path / "s.jsonl", "two").rows == {}
+    assert ScoreStore(path, "one").rows == {0: {"index": 0, "scores": [0, 0, 0, 0]}}
+    other = ScoreStore(path, "two")
+    assert other.rows == {} and len(ScoreStore(path, "one").rows) == 1  # kept until "two" has scores
+    other.append([{"index": 3, "scores": [2, 2, 2, 2]}])
+    assert ScoreStore(path, "one").rows == {} and list(ScoreStore(path, "two").rows) == [3]
 
 
 def test_extract_answer():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -317,3 +318,62 @@ def test_real_slurm_corpus_fans_out_through_datatrove(slurm_cluster, tmp_path):
     # the extraction really ran as a Slurm job array of 2 tasks
     jobs = subprocess.run(["scontrol", "show", "job"], capture_output=True, text=True).stdout
     assert jobs.count(f"JobName={name}-corpus") >= 2
+
+
+def _tiny_cpt_job(tmp_path: Path, max_steps: int) -> tuple[str, Path]:
+    """Submit the tiny CPT stage as a 2-process job (accelerate launch, gloo on CPU)."""
+    import yaml
+
+    from astrosage.slurm import submit_job
+
+    data = {
+        "run": {"name": "slurm-cpt", "output_dir": str(tmp_path / "runs"), "seed": 0},
+        "model": {"base": "tiny:base", "base_instruct": "tiny:instruct", "dtype": "float32"},
+        "cpt": {"dataset": str(REPO / "examples" / "cpt_sample" / "astro_text_sample.jsonl"), "max_steps": max_steps,
+                "max_seq_len": 128, "per_device_batch_size": 2, "learning_rate": 1e-3, "gradient_checkpointing": False,
+                "save_steps": 25, "logging_steps": 5},
+        "slurm": {"nodes": 1, "gpus_per_node": 0, "processes_per_node": 2, "cpus_per_task": 2, "time": "00:15:00",
+                  "signal_grace_s": 120, "python": sys.executable, "max_requeues": 2},
+        **{stage: {"enabled": False} for stage in ("corpus", "synth", "sft", "merge", "eval", "publish")},
+    }
+    recipe_file = tmp_path / "cpt.yaml"
+    recipe_file.write_text(yaml.safe_dump(data))
+    recipe = load_recipe(recipe_file)
+    return submit_job(render_job(recipe, "cpt", recipe_file, workdir=tmp_path)), tmp_path / "runs" / "slurm-cpt"
+
+
+@pytest.mark.slow
+def test_real_slurm_tiny_cpt_two_processes(slurm_cluster, tmp_path):
+    from slurm_cluster import wait_for_job
+
+    job_id, run_dir = _tiny_cpt_job(tmp_path, max_steps=30)
+    state = wait_for_job(job_id, timeout=540)
+    log = next((run_dir / "slurm").glob("slurm-cpt-cpt-*.out")).read_text()
+    assert state == "COMPLETED", log[-3000:]
+    manifest = json.loads((run_dir / "cpt" / "manifest.json").read_text())
+    assert manifest["metrics"]["steps"] == 30
+    assert (run_dir / "cpt" / "model" / "model.safetensors").exists()
+    # both ranks ran: one log file per rank
+    assert {p.name.rsplit("-", 1)[-1] for p in (run_dir / "logs").glob("*.log")} == {"rank0.log", "rank1.log"}
+
+
+@pytest.mark.slow
+def test_real_slurm_tiny_cpt_preempted_requeued_and_resumed(slurm_cluster, tmp_path):
+    from slurm_cluster import job_field, wait_for_job
+
+    job_id, run_dir = _tiny_cpt_job(tmp_path, max_steps=400)
+    partial = run_dir / "cpt.partial"
+    deadline = time.monotonic() + 420
+    while not list(partial.glob("**/checkpoint-*")):  # training is under way
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        assert job_field(job_id, "JobState") in ("PENDING", "RUNNING", "CONFIGURING")
+        time.sleep(1)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True)
+    state = wait_for_job(job_id, timeout=600)
+    log = next((run_dir / "slurm").glob("slurm-cpt-cpt-*.out")).read_text()
+    assert state == "COMPLETED", log[-4000:]
+    assert job_field(job_id, "Restarts") == "1", log[-4000:]
+    assert "requeueing job" in log
+    manifest = json.loads((run_dir / "cpt" / "manifest.json").read_text())
+    assert manifest["metrics"]["resumed_from_step"] > 0  # the rerun continued from the preemption checkpoint
+    assert (run_dir / "cpt" / "model" / "model.safetensors").exists()
