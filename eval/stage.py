@@ -50,6 +50,7 @@ def list_checkpoints(ctx: StageContext) -> list[Checkpoint]:
             model_fingerprint(recipe.model.base, recipe.model.revision, recipe.run.seed),
         )
     ]
+    seen: set[str] = set()
     for stage in MODEL_STAGES:
         manifest = ctx.upstream.get(stage)
         if manifest is None:
@@ -57,9 +58,13 @@ def list_checkpoints(ctx: StageContext) -> list[Checkpoint]:
         for key in sorted(manifest.get("outputs", {}), key=lambda k: (k != "model", k)):
             if not key.startswith("model"):
                 continue
+            path = str(ctx.upstream_output(stage, key))
+            if path in seen:  # a sweep's selected merge is both "model" and "model@<label>": score it once
+                continue
+            seen.add(path)
             fp = hashlib.sha256(f"{manifest.get('artifact_hash', '')}:{key}".encode()).hexdigest()
             name = stage + key[len("model"):]
-            found.append(Checkpoint(name, stage, str(ctx.upstream_output(stage, key)), fp, primary=key == "model"))
+            found.append(Checkpoint(name, stage, path, fp, primary=key == "model"))
     return found
 
 

@@ -116,3 +116,19 @@ def test_select_checkpoints():
     assert [c.name for c in select_checkpoints(found, ["merge"])] == ["merge", "merge@w0.75"]
     with pytest.raises(ValueError, match="eval.checkpoints: cpt not produced by this run; available: base, sft, merge, merge@w0.75"):
         select_checkpoints(found, ["cpt"])
+
+
+def test_a_sweeps_selected_model_is_listed_once(tmp_path):
+    from astrosage.pipeline import StageContext
+    from astrosage.recipe import load_recipe_dict
+    from eval.stage import list_checkpoints
+
+    recipe = load_recipe_dict({
+        "run": {"name": "d", "output_dir": str(tmp_path)}, "model": {"base": "org/base", "base_instruct": "org/inst"},
+        "eval": {"benchmarks": [{"name": "b", "path": "b.json"}]},
+        **{s: {"enabled": False} for s in ("corpus", "synth", "cpt", "sft", "publish")},
+    })
+    outputs = {"model": "sweep/w0.75/model", "model@w0.5": "sweep/w0.5/model", "model@w0.75": "sweep/w0.75/model"}
+    ctx = StageContext(recipe, "eval", tmp_path / "d", tmp_path / "d" / "eval.partial", {"merge": {"outputs": outputs, "artifact_hash": "x"}})
+    names = [c.name for c in list_checkpoints(ctx)]
+    assert names == ["base", "merge", "merge@w0.5"]
