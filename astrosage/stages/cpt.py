@@ -31,7 +31,7 @@ def _documents_ref(ctx: StageContext) -> str:
 
 
 def run(ctx: StageContext) -> StageResult:
-    from transformers import AutoTokenizer, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
     from ..training import data, harness, loggers
     from ..training.packing import PackedCollator, PackedDataset
@@ -41,10 +41,7 @@ def run(ctx: StageContext) -> StageResult:
     recipe, section = ctx.recipe, ctx.recipe.cpt
     seed = recipe.run.seed
     with PreemptionHandler() as handler:
-        with harness.main_first():  # the main rank builds/downloads the model first; the others reuse it
-            model_path = ctx.input_model()
-            tokenizer_ref = ctx.resolve_model(recipe.model.tokenizer) if recipe.model.tokenizer else model_path
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_ref)
+        model_path, tokenizer = harness.resolve_model_and_tokenizer(ctx)
 
         # ---- data: domain documents + weighted general text, tokenized once into the cache
         ref = _documents_ref(ctx)

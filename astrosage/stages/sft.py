@@ -56,7 +56,6 @@ def prepare_conversations(datasets_, section, seed: int):
 
 def run(ctx: StageContext) -> StageResult:
     import datasets
-    from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from ..training import data, harness, loggers
@@ -66,10 +65,7 @@ def run(ctx: StageContext) -> StageResult:
     recipe, section = ctx.recipe, ctx.recipe.sft
     seed = recipe.run.seed
     with PreemptionHandler() as handler:
-        with harness.main_first():  # the main rank builds/downloads the model first; the others reuse it
-            model_path = ctx.input_model()
-            tokenizer_ref = ctx.resolve_model(recipe.model.tokenizer) if recipe.model.tokenizer else model_path
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_ref)
+        model_path, tokenizer = harness.resolve_model_and_tokenizer(ctx)
 
         # ---- data: domain conversations (+ general instruct mix), reasoning modes chosen per example
         with harness.main_first():

@@ -61,6 +61,18 @@ def main_first() -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------ config
+def resolve_model_and_tokenizer(ctx) -> tuple[str, Any]:
+    """The stage's starting model (path) and its tokenizer; the main rank builds/downloads first."""
+    from transformers import AutoTokenizer
+
+    recipe = ctx.recipe
+    with main_first():  # the other ranks then reuse the built/downloaded files
+        model_path = ctx.input_model()
+        tokenizer_ref = ctx.resolve_model(recipe.model.tokenizer) if recipe.model.tokenizer else model_path
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_ref)
+    return model_path, tokenizer
+
+
 def training_kwargs(recipe, section, work_dir: Path, report_to: list[str], stage: str) -> dict[str, Any]:
     """TrainingArguments keyword arguments shared by Trainer (cpt) and SFTConfig (sft)."""
     import torch

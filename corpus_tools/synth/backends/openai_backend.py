@@ -9,7 +9,6 @@ scrubbed from every error message a result can carry.
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import os
 import random
@@ -20,28 +19,13 @@ from typing import Any, Sequence
 
 import httpx
 
+from ...http import retry_after_seconds as retry_after_s
 from .base import Backend, BackendError, GenRequest, GenResult
 
 log = logging.getLogger("astrosage")
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 FATAL_STATUS = {401: "unauthorized (check the API key)", 403: "forbidden (check the API key)", 404: "not found (check api_base and the model name)"}
-
-
-def retry_after_s(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent/invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 class OpenAIBackend(Backend):
