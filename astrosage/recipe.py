@@ -290,7 +290,7 @@ class TrainingSection(_Section):
 
     enabled: bool = Field(default=True, description="Run this stage.")
     learning_rate: float = Field(default=2e-5, gt=0, description="Peak learning rate.")
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup", "warmup_stable_decay"] = Field(
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
         default="cosine", description="Learning-rate schedule."
     )
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description="Fraction of steps used for linear warm-up.")
