@@ -308,7 +308,9 @@ class TrainingSection(_Section):
     general_mix: list[DataMix] = Field(default_factory=list, description="General-domain data mixed in to limit forgetting.")
     save_steps: int = Field(default=500, gt=0, description="Save a checkpoint every N optimizer steps.")
     save_total_limit: int = Field(default=3, gt=0, description="Keep at most this many checkpoints.")
-    num_proc: int = Field(default=1, gt=0, description="Processes for tokenization.")
+    num_proc: int = Field(
+        default=1, gt=0, description="SFT: processes for TRL's dataset preparation. (CPT tokenizes in batches with the fast tokenizer, shard by shard.)"
+    )
     keep_checkpoints: bool = Field(
         default=False,
         description="Keep the intermediate checkpoints (with optimizer state: large) in the stage folder after the stage "
