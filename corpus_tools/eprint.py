@@ -110,6 +110,7 @@ def untar(data: bytes, limits: Limits) -> dict[str, bytes]:
                 raise EprintError("archive_too_large", f"members add up to more than {limits.max_bytes} bytes")
         del name
     files: dict[str, bytes] = {}
+    extracted = 0  # decompressed bytes so far: nested .gz members count at their unpacked size
     for member in members:
         if not member.isfile():
             continue
@@ -124,8 +125,13 @@ def untar(data: bytes, limits: Limits) -> dict[str, bytes]:
             raise EprintError("truncated", f"member {member.name!r} is shorter than its header says")
         name = _safe_name(member.name)
         if name.endswith(".gz") and blob[:2] == b"\x1f\x8b":  # a gzipped file inside the tar
-            blob = gunzip(blob, limits.max_bytes - total + len(blob))
+            blob = gunzip(blob, max(0, limits.max_bytes - extracted))
             name = name[:-3]
+        extracted += len(blob)
+        if extracted > limits.max_bytes:
+            raise EprintError("archive_too_large", f"members unpack to more than {limits.max_bytes} bytes")
+        if name in files:
+            raise EprintError("unsafe_archive", f"two members unpack to the same path {name!r}")
         files[name] = blob
     return files
 
