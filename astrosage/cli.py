@@ -183,7 +183,10 @@ def _run(recipe_path: Path, overrides: Optional[list[str]], stages: Optional[lis
         )
         raise typer.Exit(EXIT_REQUEUE)
     if failed is not None:
-        console.print(f"[bold red]error:[/] {escape(str(failed))}", highlight=False, soft_wrap=True)
+        from .logs import SecretRedactor
+
+        text = SecretRedactor((recipe.synth.api_key_env, recipe.publish.token_env)).redact(str(failed))
+        console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT if isinstance(failed, PipelineError) else EXIT_STAGE_FAILED)
 
 

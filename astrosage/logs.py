@@ -41,11 +41,16 @@ class SecretRedactor(logging.Filter):
         if not secrets:
             return True
         message = record.getMessage()
-        clean = message
-        for secret in secrets:
-            clean = clean.replace(secret, REDACTED)
+        clean = self.redact(message)
         if clean != message:
             record.msg, record.args = clean, None
+        if record.exc_info and record.exc_info[1] is not None:
+            # tracebacks are formatted apart from the message: format here, redacted, and keep
+            # only the text (handlers print exc_text and leave exc_info alone once it is set)
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
         return True
 
 

@@ -227,11 +227,17 @@ class RunManager:
             except BaseException as exc:
                 preempted = isinstance(exc, SystemExit) and exc.code == REQUEUE
                 status = "preempted" if preempted else "failed"
-                detail = "checkpoint saved; rerun to resume" if preempted else f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+                detail = "checkpoint saved; rerun to resume" if preempted else f"{type(exc).__name__}: {exc}".splitlines()[0]
+                detail = self._redactor().redact(detail)[:200]
                 report(StageOutcome(stage, status, detail, time.monotonic() - start, {}, self.run_dir / f"{stage}.partial"))
                 raise
             report(StageOutcome(stage, "done", "", time.monotonic() - start, manifest.get("metrics", {}), self.run_dir / stage))
         return outcomes
+
+    def _redactor(self):
+        from .logs import SecretRedactor
+
+        return SecretRedactor((self.recipe.synth.api_key_env, self.recipe.publish.token_env))
 
     @property
     def ranks(self) -> _Ranks:

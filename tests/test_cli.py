@@ -151,7 +151,35 @@ def test_run_writes_resolved_recipe_and_log(tmp_path, monkeypatch):
     assert load_recipe(run_dir / "recipe.resolved.yaml").cpt.learning_rate == 0.005
     logs = list((run_dir / "logs").glob("*-rank0.log"))
     assert len(logs) == 1 and "run 'cli-test'" in logs[0].read_text()
-    assert "hf_SECRETSECRET42" not in logs[0].read_text()
+
+
+def leaky_stage(ctx):
+    """A stage that logs a token and then fails with it in the exception (as a careless client might)."""
+    import logging
+    import os
+
+    token = os.environ["HF_TOKEN"]
+    logging.getLogger("astrosage").info("connecting with token %s", token)
+    raise RuntimeError(f"401 Unauthorized for Authorization: Bearer {token}")
+
+
+def test_secrets_never_reach_console_or_log_file(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    token = "hf_SECRETSECRET42xyz"
+    monkeypatch.setenv("HF_TOKEN", token)
+    monkeypatch.setitem(STAGES, "cpt", dataclasses.replace(STAGES["cpt"], entry=f"{__name__}:leaky_stage"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(all_stages_off_yaml("cli-test", tmp_path / "runs"))
+    result = invoke("run", str(recipe), "cpt.enabled=true")
+    assert result.exit_code == 1
+    log_text = next((tmp_path / "runs" / "cli-test" / "logs").glob("*-rank0.log")).read_text()
+    console = result.output + capsys.readouterr().err
+    # the failure is reported (message, traceback, summary) ...
+    assert "401 Unauthorized" in log_text and "Traceback" in log_text and "401 Unauthorized" in console
+    # ... but the token is not, anywhere
+    assert token not in log_text and token not in console
+    assert "***" in log_text
 
 
 def preempting_stage(ctx):
