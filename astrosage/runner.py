@@ -146,6 +146,33 @@ class RunManager:
     def manifest_path(self, stage: str) -> Path:
         return self.run_dir / stage / MANIFEST_NAME
 
+    def recover(self, stage: str) -> None:
+        """Finish a folder swap that a kill interrupted (main rank only).
+
+        A ``.partial`` with a complete manifest is a finished stage that was not yet swapped in;
+        a ``.old`` without a ``final`` is the previous result, moved aside just before the kill.
+        """
+        import os
+
+        if os.environ.get("RANK", "0") != "0":
+            return
+        final = self.run_dir / stage
+        partial, old = final.with_name(stage + ".partial"), final.with_name(stage + ".old")
+        done = partial / MANIFEST_NAME
+        if done.exists() and read_json(done).get("status") == "complete":
+            log.info("stage %s: completing the swap of a finished result interrupted by a kill", stage)
+            if old.exists():
+                shutil.rmtree(old)
+            if final.exists():
+                os.replace(final, old)
+            os.replace(partial, final)
+            (final / PARTIAL_MARKER).unlink(missing_ok=True)
+        elif old.exists() and not final.exists():
+            log.info("stage %s: restoring the previous result %s", stage, old)
+            os.replace(old, final)
+        if old.exists() and final.exists():
+            shutil.rmtree(old)
+
     def read_manifest(self, stage: str) -> dict[str, Any] | None:
         """The stage's manifest if it completed, else None."""
         path = self.manifest_path(stage)
@@ -214,6 +241,7 @@ class RunManager:
                 log.info("stage %s: disabled in the recipe (%s.enabled=false), skipping", stage, stage)
                 report(StageOutcome(stage, "disabled", f"{stage}.enabled=false"))
                 continue
+            self.recover(stage)
             upstream = self.upstream_manifests(spec)
             key, inputs = self.cache_key(spec, upstream)
             existing = self.read_manifest(stage)
@@ -275,7 +303,6 @@ class RunManager:
             ranks.barrier()  # every rank has finished writing before the folder is sealed
             if not isinstance(result, StageResult):
                 raise TypeError(f"stage {spec.name} returned {type(result).__name__}, expected StageResult")
-            marker.unlink()
             manifest = {
                 "stage": spec.name,
                 "status": "complete",
@@ -287,7 +314,7 @@ class RunManager:
                 "outputs": result.outputs,
                 "counts": result.counts,
                 "metrics": result.metrics,
-                "artifact_hash": tree_fingerprint(work),
+                "artifact_hash": tree_fingerprint(work, exclude=(MANIFEST_NAME, PARTIAL_MARKER)),
                 "packages": package_versions(),
                 "git": git_commit(),
                 "astrosage_version": __version__,
@@ -296,6 +323,7 @@ class RunManager:
                 "duration_s": round(time.monotonic() - t0, 3),
             }
             atomic_write_json(work / MANIFEST_NAME, manifest)
+            marker.unlink()  # only now: a kill before this point leaves a resumable .partial
         ranks.barrier()  # the sealed folder is visible to every rank before the next stage
         return manifest
 

@@ -241,3 +241,29 @@ def test_synth_cache_key_ignores_transport_settings(tmp_path):
     h = lambda d: section_hash(load_recipe_dict(d), *sections)  # noqa: E731
     assert h(moved) == h(base)
     assert h(changed) != h(base)
+
+
+def test_kill_between_manifest_and_swap_keeps_the_finished_result(tmp_path):
+    m = manager(tmp_path)
+    m.run()
+    # simulate: the new result of `train` was sealed in .partial, then the process died before the swap
+    final, partial = m.run_dir / "train", m.run_dir / "train.partial"
+    import shutil
+
+    shutil.copytree(final, partial)
+    (partial / "model.txt").write_text("NEWER\n")
+    manifest = json.loads((partial / "manifest.json").read_text())
+    atomic_write_json(partial / "manifest.json", manifest)
+    CALLS.clear()
+    assert statuses(m.run()) == {"data": "cached", "train": "cached"}
+    assert CALLS == [] and (final / "model.txt").read_text() == "NEWER\n" and not partial.exists()
+
+
+def test_kill_after_moving_the_old_result_aside_restores_it(tmp_path):
+    m = manager(tmp_path)
+    m.run()
+    final, old = m.run_dir / "train", m.run_dir / "train.old"
+    final.rename(old)  # the swap moved the old result aside, then the process died
+    CALLS.clear()
+    assert statuses(m.run()) == {"data": "cached", "train": "cached"}
+    assert CALLS == [] and (final / "model.txt").exists() and not old.exists()
