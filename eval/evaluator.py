@@ -41,6 +41,8 @@ class EvalSettings:
     backend: str = "transformers"
     max_new_tokens: int = 512
     thinking: bool = False
+    attn_implementation: str = "sdpa"  # same scores up to float rounding: not in the cache key
+    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -124,7 +126,10 @@ def evaluate(
         if not (settings.method == "generate" and settings.backend == "vllm"):
             from .modeling import load_model
 
-            lm = load_model(model_path, settings.dtype, revision)
+            lm = load_model(
+                model_path, settings.dtype, revision,
+                attn_implementation=settings.attn_implementation, trust_remote_code=settings.trust_remote_code,
+            )
         t0 = time.monotonic()
         for k, rows in enumerate(_batches(lm, todo, settings, model_path), start=1):
             store.append(rows)

@@ -148,6 +148,8 @@ def run(ctx: StageContext) -> StageResult:
         backend=section.backend,
         max_new_tokens=section.max_new_tokens,
         thinking=section.thinking,
+        attn_implementation=ctx.recipe.model.attn_implementation,
+        trust_remote_code=ctx.recipe.model.trust_remote_code,
     )
     checkpoints = select_checkpoints(list_checkpoints(ctx), section.checkpoints)
     reports: list[tuple[Checkpoint, str, dict[str, Any]]] = []

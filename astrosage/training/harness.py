@@ -69,8 +69,15 @@ def resolve_model_and_tokenizer(ctx) -> tuple[str, Any]:
     with main_first():  # the other ranks then reuse the built/downloaded files
         model_path = ctx.input_model()
         tokenizer_ref = ctx.resolve_model(recipe.model.tokenizer) if recipe.model.tokenizer else model_path
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_ref)
+        tokenizer = AutoTokenizer.from_pretrained(
+            tokenizer_ref, revision=hub_revision(tokenizer_ref, recipe), trust_remote_code=recipe.model.trust_remote_code
+        )
     return model_path, tokenizer
+
+
+def hub_revision(ref: str, recipe) -> str | None:
+    """``model.revision`` applies to the base model's Hub id only (not to local checkpoints)."""
+    return recipe.model.revision if ref == recipe.model.base else None
 
 
 def training_kwargs(recipe, section, work_dir: Path, report_to: list[str], stage: str) -> dict[str, Any]:
@@ -129,6 +136,7 @@ def load_model(model_path: str, recipe, section):
             dtype = torch.float32  # autocast mixed precision keeps fp32 master weights
     model = AutoModelForCausalLM.from_pretrained(
         model_path,
+        revision=hub_revision(model_path, recipe),
         dtype=dtype,
         attn_implementation=recipe.model.attn_implementation,
         trust_remote_code=recipe.model.trust_remote_code,
