@@ -201,6 +201,9 @@ STAGES: dict[str, StageSpec] = {
             upstream=lambda r: _last_model_stage(r, "merge"),
             external=lambda r: {
                 "base_instruct": r.model.base_instruct or "",
+                # ties / dare_ties / task_arithmetic (and raw configs) merge against the pretrained base
+                **({"base": r.model.base} if r.merge.method in ("ties", "dare_ties", "task_arithmetic") or r.merge.mergekit_yaml else {}),
+                **({"tokenizer_source": r.merge.tokenizer_source} if r.merge.tokenizer_source not in ("base", "union") else {}),
                 **({"mergekit_yaml": str(r.merge.mergekit_yaml)} if r.merge.mergekit_yaml else {}),
                 **(_benchmarks(r) if r.merge.sweep or r.merge.sweep_density else {}),
             },

@@ -302,7 +302,6 @@ class TrainingSection(_Section):
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
     gradient_checkpointing: bool = Field(default=True, description="Recompute activations to save memory.")
-    packing: bool = Field(default=True, description="Pack documents into full sequences with per-document attention masking.")
     deepspeed: Path | None = Field(default=None, description="DeepSpeed JSON config (e.g. recipes/deepspeed/zero3.json); none = plain DDP/single process.")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="Parameter-efficient fine-tuning.")
     general_mix: list[DataMix] = Field(default_factory=list, description="General-domain data mixed in to limit forgetting.")
@@ -341,6 +340,9 @@ class SftSection(TrainingSection):
         default=None, description="Conversational data ({'messages': [...]}) to use instead of / besides the synth stage's QA."
     )
     assistant_only_loss: bool = Field(default=True, description="Train only on assistant tokens (needs {% generation %} in the chat template).")
+    packing: bool = Field(
+        default=True, description="Pack conversations into sequences (CPT always packs, with per-document attention masking)."
+    )
     packing_strategy: Literal["bfd", "wrapped"] = Field(default="bfd", description="TRL packing; 'bfd' is padding-free with per-sample position_ids.")
     reasoning_fraction: float = Field(
         default=0.5, ge=0, le=1, description="Share of examples trained with their <think> reasoning chain (the rest answer directly)."
@@ -895,6 +897,16 @@ def check_paths(recipe: Recipe, source: str = "<recipe>") -> None:
             for i, mix in enumerate(section.general_mix):
                 if _looks_local(mix.path):
                     need(f"{stage}.general_mix[{i}].path", mix.path)
+    if recipe.synth.enabled and not recipe.corpus.enabled and recipe.synth.docs is not None:
+        need("synth.docs", recipe.synth.docs)
+    if recipe.synth.enabled and recipe.synth.prompt_dir is not None:
+        need("synth.prompt_dir", recipe.synth.prompt_dir, is_dir=True)
+    if recipe.corpus.enabled and recipe.corpus.source == "s3_bulk":
+        import glob
+
+        for i, pattern in enumerate(recipe.corpus.bulk_tars):
+            if "://" not in pattern and not glob.glob(str(Path(pattern).expanduser())):
+                problems.append((source, f"corpus.bulk_tars[{i}]", f"{pattern!r} matches no file"))
     if recipe.sft.enabled and recipe.sft.dataset and _looks_local(recipe.sft.dataset):
         need("sft.dataset", recipe.sft.dataset)
     if recipe.cpt.enabled and not recipe.corpus.enabled and recipe.cpt.dataset and _looks_local(recipe.cpt.dataset):

@@ -132,8 +132,11 @@ def render_job(
         launch_script=str(folder / LAUNCHER_NAME),
         command_args=" ".join(shlex.quote(a) for a in args),
     )
-    if "%x-%j" in str(log_dir) or any(c in str(log_dir) for c in "\n\r"):
-        raise SlurmError(f"unusable log folder {log_dir}")
+    if not re.fullmatch(r"[A-Za-z0-9._/@+=:,-]+", str(log_dir)):
+        # `#SBATCH --output=` cannot be shell-quoted: refuse anything but plain path characters
+        raise SlurmError(f"the job log folder {str(log_dir)!r} has spaces, quotes or other special characters; set slurm.log_dir to a plain path")
+    if s.accelerate_config and not (workdir / s.accelerate_config).exists():
+        raise SlurmError(f"slurm.accelerate_config {str(s.accelerate_config)!r} does not exist (resolved to {(workdir / s.accelerate_config).resolve()})")
     return JobSpec(stage=stage, name=name, script=script, path=log_dir / f"{stage}.sbatch")
 
 

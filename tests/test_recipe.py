@@ -287,3 +287,23 @@ def test_merge_sweep_needs_a_benchmark(tmp_path):
     with pytest.raises(RecipeError) as err:
         load_recipe(path, ["merge.sweep=[0.5]", "eval.benchmarks=[{name: dev, path: d.json}]", "merge.select_benchmark=other"])
     assert "'other' is not one of eval.benchmarks (dev)" in problems_of(err.value)["merge.select_benchmark"][1]
+
+
+def test_check_paths_covers_synth_docs_and_bulk_tars(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe_dict({
+        "run": {"name": "t"}, "model": {"base": "tiny:base", "base_instruct": "tiny:instruct"},
+        "corpus": {"enabled": False}, "synth": {"docs": "nowhere/docs"},
+        "eval": {"enabled": False}, "publish": {"enabled": False}, "merge": {"enabled": False},
+    })
+    with pytest.raises(RecipeError) as err:
+        check_paths(recipe)
+    assert "synth.docs" in problems_of(err.value)
+    bulk = load_recipe_dict({
+        "run": {"name": "t"}, "model": {"base": "tiny:base", "base_instruct": "tiny:instruct"},
+        "corpus": {"source": "s3_bulk", "bulk_tars": ["tars/arXiv_src_*.tar", "s3://arxiv/src/arXiv_src_2401_*.tar"]},
+        "synth": {"enabled": False}, "eval": {"enabled": False}, "publish": {"enabled": False}, "merge": {"enabled": False},
+    })
+    with pytest.raises(RecipeError) as err:
+        check_paths(bulk)
+    assert set(problems_of(err.value)) == {"corpus.bulk_tars[0]"}  # S3 URLs are not checked locally

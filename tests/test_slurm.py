@@ -377,3 +377,14 @@ def test_real_slurm_tiny_cpt_preempted_requeued_and_resumed(slurm_cluster, tmp_p
     manifest = json.loads((run_dir / "cpt" / "manifest.json").read_text())
     assert manifest["metrics"]["resumed_from_step"] > 0  # the rerun continued from the preemption checkpoint
     assert (run_dir / "cpt" / "model" / "model.safetensors").exists()
+
+
+def test_unquotable_log_folder_and_missing_accelerate_config_are_refused(tmp_path):
+    from astrosage.slurm import SlurmError
+
+    recipe = load_recipe_dict(base_recipe(tmp_path, log_dir=str(tmp_path / "my logs")))
+    with pytest.raises(SlurmError, match="spaces, quotes"):
+        render_job(recipe, "cpt", Path("r.yaml"), workdir=tmp_path)
+    recipe = load_recipe_dict(base_recipe(tmp_path, accelerate_config="recipes/accelerate/nope.yaml"))
+    with pytest.raises(SlurmError, match="accelerate_config"):
+        render_job(recipe, "cpt", Path("r.yaml"), workdir=tmp_path)
