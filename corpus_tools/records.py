@@ -18,8 +18,17 @@ def strip_version(arxiv_id: str) -> str:
     return _VERSION.sub("", arxiv_id.strip())
 
 
+#: new-style (2403.01234, 0704.0001) and old-style (astro-ph/0601001, math.GT/0309136) ids, optional version
+ARXIV_ID = re.compile(r"(\d{4}\.\d{4,5}|[a-z]+(-[a-z]+)*(\.[A-Z]{2})?/\d{7})(v\d+)?")
+
+
 def paper_key(arxiv_id: str) -> str:
-    """File-system key of a paper: the id with '/' replaced by '_'."""
+    """File-system key of a paper: the id with '/' replaced by '_'.
+
+    Refuses anything that is not an arXiv id, so a bad record can never name a path like ``..``.
+    """
+    if not ARXIV_ID.fullmatch(arxiv_id):
+        raise ValueError(f"{arxiv_id!r} is not an arXiv id (expected e.g. 2403.01234 or astro-ph/0601001)")
     return arxiv_id.replace("/", "_")
 
 

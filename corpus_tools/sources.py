@@ -104,6 +104,12 @@ def gather_network(cfg: Any, cache: Path, progress: Progress) -> Gathered:
     records = _select(_harvest(cfg, cache, session, progress), cfg)
     paths, failed = download_eprints(session, records, cache / "eprints", cfg.eprint_url,
                                      on_paper=lambda i: progress("download", i, len(records)))
+    transient = sorted(pid for pid, reason in failed.items() if reason == "download_failed")
+    if transient:
+        # not a verdict on the papers: keep the stage unfinished so a rerun retries just these
+        # (everything downloaded so far stays in the cache)
+        shown = ", ".join(transient[:5]) + (" ..." if len(transient) > 5 else "")
+        raise SourceError(f"{len(transient)} e-print download(s) failed after retries ({shown}); rerun to retry them")
     inputs = [{"kind": "paper", "meta": r, "path": str(paths[r["id"]])} for r in records if r["id"] in paths]
     rejected = [{"id": pid, "reason": reason, "detail": ""} for pid, reason in sorted(failed.items())]
     return Gathered(records, inputs, rejected, len(paths))

@@ -288,3 +288,36 @@ def test_eprint_download_is_resumable_and_records_404(server, tmp_path):
     n = len(server.paths("/e-print/"))
     download_eprints(s, recs[:2], tmp_path / "eprints", server.url + "/e-print/{id}")
     assert len(server.paths("/e-print/")) == n  # already downloaded: not fetched again
+
+
+def test_transient_download_failures_keep_the_stage_unfinished(server, tmp_path):
+    """Papers whose download failed after retries are retried by the next run, never cached as rejected."""
+    from types import SimpleNamespace
+
+    from corpus_tools import sources
+
+    server.replay.fault("/e-print/2401.00417", *["503"] * 10)  # more than the session's retries
+    cfg = SimpleNamespace(source="oai_pmh", categories=["astro-ph"], include_gr_qc=False, date_from=None, date_to=None,
+                          max_papers=None, eprint_url=server.url + "/e-print/{id}")
+    records = [{"id": "2401.00417", "categories": ["astro-ph.GA"]}, {"id": "astro-ph/0601001", "categories": ["astro-ph"]}]
+    session = _session(tmp_path, max_retries=1)
+    orig = (sources._session, sources._harvest)
+    sources._session = lambda cfg, cache: session
+    sources._harvest = lambda cfg, cache, session, progress: records
+    try:
+        with pytest.raises(sources.SourceError, match=r"1 e-print download\(s\) failed after retries \(2401.00417\); rerun"):
+            sources.gather_network(cfg, tmp_path, lambda *a: None)
+        server.replay.faults.clear()
+        gathered = sources.gather_network(cfg, tmp_path, lambda *a: None)  # the rerun fetches only the missing one
+    finally:
+        sources._session, sources._harvest = orig
+    assert {i["meta"]["id"] for i in gathered.inputs} == {"2401.00417", "astro-ph/0601001"} and gathered.rejected == []
+
+
+@pytest.mark.parametrize("bad", ["..", ".", "../etc", "2401.00417/../../x", "", "2401.00417 "])
+def test_paper_key_refuses_non_arxiv_ids(bad):
+    from corpus_tools.records import paper_key
+
+    with pytest.raises(ValueError, match="not an arXiv id"):
+        paper_key(bad)
+    assert paper_key("astro-ph/0601001v2") == "astro-ph_0601001v2" and paper_key("2403.01234") == "2403.01234"
