@@ -56,7 +56,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="astrosage-bench-eval-"))
     model_path = resolve_model(args.model, tmp / "runs")
     lm = load_model(model_path, "float32")
-    task_yaml = export_lm_eval(args.benchmark, tmp / "task", task="bench_letter", limit=args.n)
+    task_yaml = export_lm_eval(args.benchmark, tmp / "task", task="bench_letter", limit=args.n, allow_unlabelled=True)
     n = len(load_benchmark(args.benchmark, limit=args.n))
 
     def ours() -> dict[int, list[float]]:

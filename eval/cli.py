@@ -129,12 +129,13 @@ def _standalone(model: str, benchmark: str, out_dir: Path, settings: Any, split:
     out.print(results_table(report, out_dir))
 
 
-def _export(benchmark: str, out_dir: Path, method: str, task: Optional[str], split: Optional[str], limit: Optional[int]) -> None:
+def _export(benchmark: str, out_dir: Path, method: str, task: Optional[str], split: Optional[str], limit: Optional[int],
+            allow_unlabelled: bool = False) -> None:
     from .data import BenchmarkError
     from .lm_eval_export import export_lm_eval
 
     try:
-        path = export_lm_eval(benchmark, out_dir, task=task, method=method, split=split, limit=limit)
+        path = export_lm_eval(benchmark, out_dir, task=task, method=method, split=split, limit=limit, allow_unlabelled=allow_unlabelled)
     except (BenchmarkError, ValueError) as exc:
         _fail(str(exc))
     task_name = path.stem
@@ -163,6 +164,7 @@ def register(app: typer.Typer, run_stage: Callable[[Path, Optional[list[str]], O
         thinking: bool = typer.Option(False, "--thinking", help="Let the model reason in <think> first (--method generate)."),
         name: Optional[str] = typer.Option(None, "--name", help="Model name in reports (standalone) or task name (export)."),
         force: bool = typer.Option(False, "--force", help="Recipe form: rerun the stage even if its manifest matches."),
+        unlabelled: bool = typer.Option(False, "--unlabelled", help="export-lm-eval: allow questions without answers (placeholder targets)."),
     ) -> None:
         args = list(args or [])
         method_name = method.value if method is not None else None
@@ -175,7 +177,7 @@ def register(app: typer.Typer, run_stage: Callable[[Path, Optional[list[str]], O
                 _fail(f"{EXPORT} needs --benchmark FILE and --out DIR")
             if method_name == "generate":
                 _fail(f"{EXPORT} supports --method letter or choices")
-            _export(benchmark, out_dir, method_name or "letter", name, split, limit)
+            _export(benchmark, out_dir, method_name or "letter", name, split, limit, unlabelled)
             return
         if model is not None:
             if args:

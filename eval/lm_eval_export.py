@@ -55,14 +55,26 @@ def task_config(task: str, data_file: Path, method: str = "letter") -> dict[str,
 
 
 def export_lm_eval(benchmark: str, out_dir: Path, *, task: str | None = None, method: str = "letter",
-                   split: str | None = None, limit: int | None = None) -> Path:
-    """Write the task YAML + JSONL data; returns the YAML path."""
+                   split: str | None = None, limit: int | None = None, allow_unlabelled: bool = False) -> Path:
+    """Write the task YAML + JSONL data; returns the YAML path.
+
+    lm-eval needs a target for every question. Unlabelled questions (the public AstroMLab-1 set)
+    get a placeholder target, which makes lm-eval's accuracy meaningless (only its per-sample
+    log-likelihoods are), so they are refused unless ``allow_unlabelled`` is set.
+    """
     task = task or re.sub(r"[^A-Za-z0-9_]", "_", Path(str(benchmark)).stem).strip("_") or "astro_mcq"
     if method == "choices" and not task.endswith("_choices"):
         task = f"{task}_choices"
     if not TASK_NAME_RE.match(task):
         raise ValueError(f"task name {task!r} must be letters, digits, '_', '.', '-'")
     questions = load_benchmark(benchmark, split, limit)
+    unlabelled = sum(q.answer is None for q in questions)
+    if unlabelled and not allow_unlabelled:
+        raise ValueError(
+            f"{benchmark}: {unlabelled} of {len(questions)} questions have no answer; lm-eval would score them against a "
+            "placeholder (its accuracy would be meaningless). Pass --unlabelled to export anyway and read only the "
+            "per-sample log-likelihoods (lm_eval --log_samples)"
+        )
     out_dir = Path(out_dir)
     data_file = out_dir / f"{task}.jsonl"
     write_jsonl(
@@ -80,5 +92,8 @@ def export_lm_eval(benchmark: str, out_dir: Path, *, task: str | None = None, me
     )
     yaml_path = out_dir / f"{task}.yaml"
     header = f"# lm-evaluation-harness task exported from {benchmark} ({len(questions)} questions)\n"
+    if unlabelled:
+        header += (f"# WARNING: {unlabelled} questions are UNLABELLED and have a placeholder target (A): acc/acc_norm "
+                   "are meaningless; use the per-sample log-likelihoods (--log_samples) only.\n")
     atomic_write_text(yaml_path, header + yaml.safe_dump(task_config(task, data_file, method), sort_keys=False, allow_unicode=True, width=1000))
     return yaml_path

@@ -83,3 +83,12 @@ def test_choices_matches_lm_eval_acc_and_acc_norm(agreement):
     res = agreement["results"]["astro_choices"]
     assert res["acc,none"] == pytest.approx(sum(r["correct"] for r in ours) / N)
     assert res["acc_norm,none"] == pytest.approx(sum(r["correct_norm"] for r in ours) / N)
+
+
+def test_unlabelled_export_is_refused_unless_asked(tmp_path, astromlab1_public):
+    from eval.lm_eval_export import export_lm_eval
+
+    with pytest.raises(ValueError, match="have no answer"):
+        export_lm_eval(str(astromlab1_public), tmp_path / "t", limit=5)
+    path = export_lm_eval(str(astromlab1_public), tmp_path / "t", limit=5, allow_unlabelled=True)
+    assert "UNLABELLED" in path.read_text().splitlines()[1]
