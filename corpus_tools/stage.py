@@ -116,6 +116,8 @@ def _wait_for_slurm_tasks(job_id: str | None, logs: Path, tasks: int, poll_s: fl
     def finished() -> int:
         return len(list((logs / "completions").glob("*"))) if (logs / "completions").exists() else 0
 
+    if not job_id:
+        raise RuntimeError("datatrove did not report a Slurm job id for the extraction array; see its logs in " + str(logs))
     while finished() < tasks:
         if job_id:
             queued = subprocess.run(["squeue", "-h", "-j", str(job_id)], capture_output=True, text=True)
@@ -134,7 +136,11 @@ def _run_executor(step: ExtractStep, tasks: int, workers: int, logs: Path, execu
         ex = SlurmPipelineExecutor(
             pipeline=[step], tasks=tasks, time=s.time, partition=s.partition or _default_partition(),
             job_name=f"{recipe.run.name}-corpus", logging_dir=str(logs), cpus_per_task=1, qos=s.qos or "",
-            sbatch_args={**({"account": s.account} if s.account else {})},
+            sbatch_args={
+                **({"account": s.account} if s.account else {}),
+                # the recipe's extra sbatch options (validated --name[=value] by the schema)
+                **{opt[2:].split("=", 1)[0]: (opt.split("=", 1)[1] if "=" in opt else "") for opt in s.extra_sbatch},
+            },
             # the array tasks need this Python environment: the recipe's set-up lines, else this venv
             env_command="\n".join(s.setup) or None,
             venv_path=str(activate) if not s.setup and activate.exists() else None,

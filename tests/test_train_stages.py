@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from astrosage.recipe import load_recipe_dict
 from astrosage.runner import RunManager
@@ -92,6 +93,14 @@ def test_lora_cpt_writes_a_merged_full_model(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(folder / "model")  # plain transformers, no peft needed
     assert not any("lora" in n for n, _ in model.named_parameters())
     assert (folder / "adapter" / "adapter_config.json").exists()
+    # the trained adapter really was merged in: adapted weights moved away from the base model's
+    from astrosage.models import resolve_model
+
+    base = AutoModelForCausalLM.from_pretrained(resolve_model("tiny:base", tmp_path / "runs", recipe.run.seed))
+    merged, original = dict(model.named_parameters()), dict(base.named_parameters())
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert (merged[q] - original[q]).abs().max().item() > 0
+    assert torch.equal(merged["model.norm.weight"], original["model.norm.weight"])  # not a LoRA target: untouched
 
 
 @pytest.mark.slow
