@@ -94,15 +94,10 @@ def run(ctx: StageContext) -> StageResult:
             data_collator=PackedCollator(flatten=flatten),
             processing_class=tokenizer,
         )
-        run = harness.Harness(handler, section, recipe, ctx.work_dir)
-        run.attach(trainer, section.max_seq_len)
-        _, resumed_from = run.train(trainer)
-        harness.save_final(trainer, tokenizer, recipe, section, model_path, ctx.work_dir)
-        metrics = harness.finish(trainer, run, ctx.work_dir)
+        metrics = harness.train_save_finish(trainer, handler, recipe, section, ctx.work_dir, tokenizer, model_path)
 
     metrics.update(
         {
-            "resumed_from_step": int(resumed_from.name.split("-")[-1]) if resumed_from else 0,
             "padding_fraction": 0.0,
             "tokenized_cache": corpus.root.name,
         }

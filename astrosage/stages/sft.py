@@ -100,15 +100,10 @@ def run(ctx: StageContext) -> StageResult:
             processing_class=tokenizer,
             peft_config=harness.lora_config(section),
         )
-        run = harness.Harness(handler, section, recipe, ctx.work_dir)
-        run.attach(trainer, section.max_seq_len)
-        _, resumed_from = run.train(trainer)
-        harness.save_final(trainer, tokenizer, recipe, section, model_path, ctx.work_dir)
-        metrics = harness.finish(trainer, run, ctx.work_dir)
+        metrics = harness.train_save_finish(trainer, handler, recipe, section, ctx.work_dir, tokenizer, model_path)
 
     metrics.update(
         {
-            "resumed_from_step": int(resumed_from.name.split("-")[-1]) if resumed_from else 0,
             "end_of_turn_token": template["end_of_turn_token"],
         }
     )

@@ -206,6 +206,20 @@ class Harness:
         return result, resume
 
 
+def train_save_finish(trainer, handler: PreemptionHandler, recipe, section, work_dir: Path, tokenizer, model_path: str) -> dict[str, Any]:
+    """Attach the callbacks, train (resuming from the newest complete checkpoint), save, clean up.
+
+    Returns the stage metrics, with ``resumed_from_step`` (0 for a fresh run).
+    """
+    run = Harness(handler, section, recipe, work_dir)
+    run.attach(trainer, section.max_seq_len)
+    _, resumed_from = run.train(trainer)
+    save_final(trainer, tokenizer, recipe, section, model_path, work_dir)
+    metrics = finish(trainer, run, work_dir)
+    metrics["resumed_from_step"] = int(resumed_from.name.split("-")[-1]) if resumed_from else 0
+    return metrics
+
+
 def save_final(trainer, tokenizer, recipe, section, base_model_path: str, work_dir: Path) -> Path:
     """Write ``<work_dir>/model`` (atomically): full weights (LoRA merged), tokenizer, chat template."""
     import torch
