@@ -3,7 +3,9 @@
 Installs Debian's slurmctld/slurmd/slurm-client/munge when they are absent (root + apt), writes a
 one-node slurm.conf, starts munged, slurmctld and slurmd (there is no systemd), and waits until the
 node is idle. Anything that cannot be done raises ``SlurmUnavailable`` with the reason, and the
-tests skip with it: never faked as passing.
+tests FAIL with it (a skipped Slurm test is a defect: on a root Debian machine that reaches the package
+registry every Slurm test runs). Where Slurm cannot be had (no root, no apt), deselect the tests
+explicitly: ``pytest -m "not slurm"``.
 """
 
 from __future__ import annotations
@@ -32,14 +34,24 @@ def _run(cmd: list[str], timeout: float = 120, check: bool = True, **kw) -> subp
     return proc
 
 
+BINARIES = ("sinfo", "sbatch", "scontrol", "slurmctld", "slurmd", "munged")
+
+
+def _installed() -> bool:
+    return all(shutil.which(b) or Path("/usr/sbin", b).exists() for b in BINARIES)
+
+
 def _install() -> None:
-    if all(shutil.which(b) for b in ("sbatch", "slurmctld", "slurmd", "munged")):
+    if _installed():
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         raise SlurmUnavailable("Slurm is not installed and this is not a root Debian machine to install it")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     _run(["apt-get", "update", "-qq"], timeout=600, env=env)
     _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES], timeout=900, env=env)
+    if not _installed():
+        missing = [b for b in BINARIES if not (shutil.which(b) or Path("/usr/sbin", b).exists())]
+        raise SlurmUnavailable(f"apt-get installed {' '.join(PACKAGES)} but {', '.join(missing)} is still missing")
 
 
 def _free_memory_mb() -> int:
@@ -83,21 +95,42 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubsc
 
 
 def _node_state() -> str:
+    """The node's state per sinfo; "" when Slurm is not installed or not answering."""
+    if not shutil.which("sinfo"):
+        return ""
     proc = _run(["sinfo", "-h", "-N", "-o", "%T"], check=False, timeout=20)
     return proc.stdout.strip()
 
 
+def _stop_daemon(pid_file: Path) -> None:
+    """Stop a daemon started by an earlier attempt, by the pid it recorded (never by name)."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        os.kill(pid, 15)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+
+
 def ensure_cluster(timeout: float = 90) -> str:
-    """Install (if needed) and start a one-node cluster; returns the node name."""
-    if _node_state().startswith("idle") or _node_state().startswith("mix"):
+    """Install Slurm when it is absent, start a one-node cluster; returns the node name."""
+    if _node_state().startswith(("idle", "mix")):
         return socket.gethostname().split(".")[0]
     _install()
     host = socket.gethostname().split(".")[0]
     cpus = os.cpu_count() or 2
     # stop anything half-started by an earlier attempt, then start clean
-    for daemon in ("slurmd", "slurmctld"):
-        subprocess.run(["pkill", "-x", daemon], capture_output=True)
-    time.sleep(0.5)
+    for pid_file in (Path("/run/slurmd.pid"), Path("/run/slurmctld.pid")):
+        _stop_daemon(pid_file)
     _write_conf(host, cpus)
     shutil.rmtree(SPOOL_CTLD, ignore_errors=True)
     SPOOL_CTLD.mkdir(parents=True, exist_ok=True)

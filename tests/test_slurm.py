@@ -207,7 +207,9 @@ def slurm_cluster():
     try:
         return ensure_cluster()
     except (SlurmUnavailable, OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"no Slurm cluster here: {exc}")
+        # not a skip: a skipped Slurm test hides that Slurm support is untested (issue 12 #9)
+        pytest.fail(f"no Slurm cluster could be installed or started here: {exc}\n"
+                    "(where that is expected, deselect these tests explicitly with -m 'not slurm')", pytrace=False)
 
 
 def _submit_stub(tmp_path: Path, mode: str, max_requeues: int = 3) -> tuple[str, Path]:
@@ -233,6 +235,7 @@ def _wait_file(path: Path, timeout: float = 120) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.slurm
 def test_real_slurm_requeues_after_preemption_signal(slurm_cluster, tmp_path):
     from slurm_cluster import job_field, wait_for_job
 
@@ -243,12 +246,13 @@ def test_real_slurm_requeues_after_preemption_signal(slurm_cluster, tmp_path):
     assert (out / "checkpoint").read_text() == "complete"
     assert (out / "finished").read_text() == "1"  # the rerun saw SLURM_RESTART_COUNT=1
     assert job_field(job_id, "Restarts") == "1"
-    log = next((tmp_path / "runs" / "sl" / "slurm").glob("sl-cpt-*.out")).read_text()
+    log = next((tmp_path / "runs" / "sl" / "slurm").glob("sl-cpt-*.out")).read_text(errors="replace")  # two ranks share the log: a multi-byte character can be torn
     assert "USR1: asking the training processes to checkpoint" in log and "requeueing job" in log
     assert "restart 0" in log and "restart 1" in log  # --open-mode=append kept both runs' output
 
 
 @pytest.mark.slow
+@pytest.mark.slurm
 def test_real_slurm_does_not_requeue_a_crash(slurm_cluster, tmp_path):
     from slurm_cluster import job_field, wait_for_job
 
@@ -258,6 +262,7 @@ def test_real_slurm_does_not_requeue_a_crash(slurm_cluster, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slurm
 def test_real_slurm_stops_after_max_requeues(slurm_cluster, tmp_path):
     from slurm_cluster import job_field, wait_for_job
 
@@ -269,6 +274,7 @@ def test_real_slurm_stops_after_max_requeues(slurm_cluster, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slurm
 def test_real_slurm_all_stages_chained_with_afterok(slurm_cluster, tmp_path):
     from slurm_cluster import wait_for_job
 
@@ -292,6 +298,7 @@ def test_real_slurm_all_stages_chained_with_afterok(slurm_cluster, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slurm
 def test_real_slurm_corpus_fans_out_through_datatrove(slurm_cluster, tmp_path):
     """corpus.executor=slurm: the extraction step runs as a datatrove Slurm job array on the cluster."""
     from conftest import SAMPLE_CORPUS, SAMPLE_MCQ
@@ -343,12 +350,13 @@ def _tiny_cpt_job(tmp_path: Path, max_steps: int) -> tuple[str, Path]:
 
 
 @pytest.mark.slow
+@pytest.mark.slurm
 def test_real_slurm_tiny_cpt_two_processes(slurm_cluster, tmp_path):
     from slurm_cluster import wait_for_job
 
     job_id, run_dir = _tiny_cpt_job(tmp_path, max_steps=30)
     state = wait_for_job(job_id, timeout=540)
-    log = next((run_dir / "slurm").glob("slurm-cpt-cpt-*.out")).read_text()
+    log = next((run_dir / "slurm").glob("slurm-cpt-cpt-*.out")).read_text(errors="replace")  # two ranks share the log: a multi-byte character can be torn
     assert state == "COMPLETED", log[-3000:]
     manifest = json.loads((run_dir / "cpt" / "manifest.json").read_text())
     assert manifest["metrics"]["steps"] == 30
@@ -358,6 +366,7 @@ def test_real_slurm_tiny_cpt_two_processes(slurm_cluster, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slurm
 def test_real_slurm_tiny_cpt_preempted_requeued_and_resumed(slurm_cluster, tmp_path):
     from slurm_cluster import job_field, wait_for_job
 
@@ -370,7 +379,7 @@ def test_real_slurm_tiny_cpt_preempted_requeued_and_resumed(slurm_cluster, tmp_p
         time.sleep(1)
     subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True)
     state = wait_for_job(job_id, timeout=600)
-    log = next((run_dir / "slurm").glob("slurm-cpt-cpt-*.out")).read_text()
+    log = next((run_dir / "slurm").glob("slurm-cpt-cpt-*.out")).read_text(errors="replace")  # two ranks share the log: a multi-byte character can be torn
     assert state == "COMPLETED", log[-4000:]
     assert job_field(job_id, "Restarts") == "1", log[-4000:]
     assert "requeueing job" in log
