@@ -13,6 +13,7 @@ Works as ``python -m astrosage.cli`` too (e.g. under ``accelerate launch -m astr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -150,6 +151,21 @@ def _run(recipe_path: Path, overrides: Optional[list[str]], stages: Optional[lis
     except PipelineError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+
+    # the run folder's lock first: a second run on the same folder must not touch anything in it
+    _setup_logging(recipe)  # console only until the lock is held (taking over a dead run's lock is logged)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(manager.locked())
+        except PipelineError as exc:
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        _run_locked(recipe_path, overrides, recipe, manager, selected, force)
+
+
+def _run_locked(recipe_path: Path, overrides: Optional[list[str]], recipe: Recipe, manager, selected: list[str], force: bool) -> None:
+    from .progress import StageProgress, summary_table
+    from .runner import PipelineError
 
     rank = os.environ.get("RANK", "0")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -53,7 +53,7 @@ def test_two_ranks_share_one_stage_folder(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run_dir = tmp_path / "runs" / "d"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["a", "b"]  # no .partial left behind
+    assert sorted(p.name for p in run_dir.iterdir()) == [".astrosage.lock", "a", "b"]  # no .partial left behind; one lock (rank 0)
     assert sorted(p.name for p in (run_dir / "a").iterdir()) == ["manifest.json", "rank0.txt", "rank1.txt"]
     # stage b (both ranks) saw the sealed output of a, written by both ranks
     for rank in (0, 1):
