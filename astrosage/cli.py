@@ -69,10 +69,16 @@ def _main(
     """astrosage command line."""
 
 
-def _load(recipe_path: Path, overrides: Optional[list[str]], check_files: bool = True) -> Recipe:
-    """Load + validate a recipe, printing a clear error and exiting 2 on failure."""
+def _load(
+    recipe_path: Path, overrides: Optional[list[str]], check_files: bool = True, values: Optional[dict] = None
+) -> Recipe:
+    """Load + validate a recipe, printing a clear error and exiting 2 on failure.
+
+    ``values`` are typed CLI options by dotted field (never re-read as YAML: ``--time 48:00:00``
+    stays the string it is, ``--account 12345`` and ``--partition on`` too).
+    """
     try:
-        recipe = load_recipe(recipe_path, overrides or [])
+        recipe = load_recipe(recipe_path, overrides or [], values=values)
         if check_files:
             check_paths(recipe, source=str(recipe_path))
     except RecipeError as exc:
@@ -297,12 +303,12 @@ def slurm(
     if submit and dry_run:
         console.print("[bold red]error:[/] --submit and --dry-run exclude each other", highlight=False)
         raise typer.Exit(EXIT_BAD_INPUT)
-    cli_overrides = [
-        f"slurm.{field}={value}"
+    typed = {
+        f"slurm.{field}": value
         for field, value in (("nodes", nodes), ("gpus_per_node", gpus_per_node), ("partition", partition), ("time", time), ("account", account))
         if value is not None
-    ]
-    loaded = _load(recipe, [*(overrides or []), *cli_overrides], check_files=False)
+    }
+    loaded = _load(recipe, overrides, check_files=False, values=typed)
     stages = enabled_stages(loaded) if all_stages else [stage]
     try:
         jobs = [render_job(loaded, name, recipe, overrides or []) for name in stages]  # type: ignore[arg-type]
