@@ -10,6 +10,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
+from .citations import bbl_to_bibitems, bib_to_bibitems, is_biblatex_bbl
 from .macros import BUILTIN_MACROS
 from .texparse import read_arg, read_group, read_optional, skip_ws
 
@@ -34,11 +35,30 @@ class LatexError(ValueError):
 
 
 def decode_tex(data: bytes) -> tuple[str, str]:
-    """Decode TeX source bytes; returns (text, encoding used).
+    """Decode TeX source bytes; returns (text, encoding used), line endings normalised to ``\\n``.
 
-    UTF-8 first (BOM stripped); else the ``inputenc`` option the file declares; else cp1252,
-    else latin-1 (which never fails). Papers are never dropped for a decode error.
+    A UTF-16/UTF-32 byte-order mark (or NUL-interleaved ASCII without one) selects that
+    encoding; else UTF-8 (BOM stripped); else the ``inputenc`` option the file declares; else
+    cp1252, else latin-1 (which never fails). CRLF and bare CR become LF, so paragraph breaks
+    survive. Papers are never dropped for a decode error.
     """
+    text, enc = _decode(data)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text, enc
+
+
+_BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+
+
+def _decode(data: bytes) -> tuple[str, str]:
+    for bom, enc in _BOMS:
+        if data.startswith(bom):
+            return data[len(bom) :].decode(enc, "replace"), enc
+    head = data[:400]
+    if len(head) >= 8 and head.count(0) * 3 >= len(head):  # UTF-16 without a BOM: every other byte NUL
+        enc = "utf-16-le" if head[1::2].count(0) > head[0::2].count(0) else "utf-16-be"
+        return data.decode(enc, "replace"), enc
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
@@ -62,31 +82,115 @@ def decode_tex(data: bytes) -> tuple[str, str]:
 
 # ------------------------------------------------------------------ comments
 
-_COMMENT_ENV = re.compile(r"\\begin\s*\{comment\}.*?\\end\s*\{comment\}", re.S)
-_IFFALSE = re.compile(r"\\iffalse\b.*?\\fi\b", re.S)
-_VERB = re.compile(r"\\verb\*?([^A-Za-z\s])(.*?)\1")
+_VERB = re.compile(r"\\verb\*?([^A-Za-z\s*])(.*?)\1")
+#: environments whose body TeX reads verbatim: never comment-stripped, never macro-expanded
+VERBATIM_ENVS = ("verbatim", "verbatim*", "Verbatim", "lstlisting", "minted", "alltt", "BVerbatim", "LVerbatim")
+_VERBATIM_BEGIN = re.compile(r"\\begin\s*\{(" + "|".join(re.escape(e) for e in VERBATIM_ENVS) + r")\}")
+_COMMENT_BEGIN = re.compile(r"\\begin\s*\{comment\}")
+_COMMENT_END = re.compile(r"\\end\s*\{comment\}")
+_IF_TOKEN = re.compile(r"\\(if(?!thenelse)[A-Za-z@]*|fi|else)(?![A-Za-z@])")
+
+
+def protect_verbatim(text: str, store: list[str]) -> str:
+    """Replace ``\\verb|..|`` and verbatim-like environments by ``\\x00V<n>\\x00`` placeholders (kept in ``store``)."""
+    if "\\verb" in text:
+        def _keep(m: re.Match) -> str:
+            store.append(m.group(0))
+            return f"\x00V{len(store) - 1}\x00"
+        text = _VERB.sub(_keep, text)
+    if "\\begin" not in text or _VERBATIM_BEGIN.search(text) is None:
+        return text
+    out: list[str] = []
+    pos = 0
+    while True:
+        m = _VERBATIM_BEGIN.search(text, pos)
+        if m is None:
+            break
+        end = text.find("\\end{" + m.group(1) + "}", m.end())
+        if end < 0:
+            break
+        end += len(m.group(1)) + 6
+        out.append(text[pos : m.start()])
+        store.append(text[m.start() : end])
+        out.append(f"\x00V{len(store) - 1}\x00")
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def restore_verbatim(text: str, store: list[str]) -> str:
+    """Undo :func:`protect_verbatim`."""
+    if not store or "\x00V" not in text:
+        return text
+    return re.sub(r"\x00V(\d+)\x00", lambda m: store[int(m.group(1))], text)
 
 
 def strip_comments(text: str) -> str:
     """Remove ``%`` comments (keeping ``\\%`` and ``\\\\%`` line breaks), comment envs and ``\\iffalse`` blocks.
 
-    A comment line that ends a paragraph keeps the paragraph break.
+    A comment line that ends a paragraph keeps the paragraph break. ``\\verb`` and verbatim-like
+    environments are left as they are. Every scan is linear: thousands of unclosed
+    ``\\begin{comment}``/``\\iffalse`` cost one pass, and an unclosed one keeps the text after it.
     """
-    # protect \verb|...%...| so its % is not a comment
     verbs: list[str] = []
-    if "\\verb" in text:
-        def _keep(m: re.Match) -> str:
-            verbs.append(m.group(0))
-            return f"\x00V{len(verbs) - 1}\x00"
-        text = _VERB.sub(_keep, text)
+    text = protect_verbatim(text, verbs)
     if "%" in text:
         text = _strip_percent_comments(text)
-    text = _COMMENT_ENV.sub("", text)
+    if "comment" in text:
+        text = _drop_comment_envs(text)
     if "\\iffalse" in text:
-        text = _IFFALSE.sub("", text)
-    if verbs:
-        text = re.sub(r"\x00V(\d+)\x00", lambda m: verbs[int(m.group(1))], text)
-    return text
+        text = _drop_iffalse(text)
+    return restore_verbatim(text, verbs)
+
+
+def _drop_comment_envs(text: str) -> str:
+    out: list[str] = []
+    pos = 0
+    while True:
+        m = _COMMENT_BEGIN.search(text, pos)
+        if m is None:
+            break
+        e = _COMMENT_END.search(text, m.end())
+        if e is None:  # unclosed: keep the text, drop the opener
+            out.append(text[pos : m.start()])
+            pos = m.end()
+            break
+        out.append(text[pos : m.start()])
+        pos = e.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _drop_iffalse(text: str) -> str:
+    """Drop ``\\iffalse ... \\fi`` (nested conditionals counted; ``\\else`` branch kept)."""
+    out: list[str] = []
+    pos = 0
+    tokens = _IF_TOKEN.finditer(text)
+    for m in tokens:
+        if m.group(1) != "iffalse":
+            continue
+        out.append(text[pos : m.start()])
+        depth = 1
+        resume = None
+        for t in tokens:
+            name = t.group(1)
+            if name == "fi":
+                depth -= 1
+                if depth == 0:
+                    resume = t
+                    break
+            elif name == "else":
+                if depth == 1:
+                    resume = t  # keep the else branch; its \\fi is left for the renderer to drop
+                    break
+            else:
+                depth += 1
+        if resume is None:  # unclosed: keep what follows (never drop readable text)
+            pos = m.end()
+            break
+        pos = resume.end()
+    out.append(text[pos:])
+    return "".join(out)
 
 
 # ------------------------------------------------------------------ main file + includes
@@ -166,13 +270,21 @@ _USEPACKAGE = re.compile(r"\\usepackage\s*(?:\[[^\]]*\])?\s*\{([^}]*)\}")
 _INPUT = re.compile(r"\\(input|include|subfile|import)\b\s*(\{[^{}]*\}(\{[^{}]*\})?|[^\s{}\\]+)")
 
 
-def inline_inputs(main: str, files: dict[str, str], max_depth: int = 20) -> str:
+#: the assembled paper (main file with every include inlined) may not exceed this many characters;
+#: an ``\\input`` diamond (each file including the next one twice) otherwise grows exponentially
+MAX_ASSEMBLED_CHARS = 32_000_000
+
+
+def inline_inputs(main: str, files: dict[str, str], max_depth: int = 20, max_chars: int = MAX_ASSEMBLED_CHARS) -> str:
     """Inline ``\\input``/``\\include``/``\\subfile``/``\\import`` recursively (paths relative to the root).
 
     Missing files are dropped silently (TeX would fail; the rest of the paper is still useful);
-    include cycles and depths beyond ``max_depth`` stop the recursion.
+    include cycles and depths beyond ``max_depth`` stop the recursion. More than ``max_chars``
+    characters inlined in total raises :class:`LatexError` ``too_large``.
     """
     lookup = {posixpath.normpath(n): n for n in files}
+    stripped: dict[str, str] = {}
+    total = [len(main)]
 
     def resolve(target: str) -> str | None:
         target = target.strip().strip('"')
@@ -196,7 +308,12 @@ def inline_inputs(main: str, files: dict[str, str], max_depth: int = 20) -> str:
             name = resolve(target)
             if name is None or name in stack or depth >= max_depth:
                 return ""
-            body = strip_comments(files[name])
+            if name not in stripped:
+                stripped[name] = strip_comments(files[name])
+            body = stripped[name]
+            total[0] += len(body)
+            if total[0] > max_chars:
+                raise LatexError("too_large", f"includes assemble to more than {max_chars} characters")
             return "\n" + expand(body, depth + 1, stack + (name,)) + "\n"
 
         return _INPUT.sub(repl, text)
@@ -214,6 +331,35 @@ class Macro:
     nargs: int
     body: str
     default: str | None = None
+    #: a TeX-programming macro (``\\@ifnextchar``, ``\\expandafter``, ``\\csname``, conditionals, ...):
+    #: its calls are left alone rather than expanded into internals
+    unsafe: bool = False
+
+
+#: bodies that program TeX rather than abbreviate text: expanding them leaves internals in the text
+_UNSAFE_BODY = re.compile(
+    r"\\(?:expandafter|csname|endcsname|futurelet|afterassignment|aftergroup|noexpand|unexpanded|protected|"
+    r"if(?:mmode(?![A-Za-z@]))?[A-Za-z]*|else|fi|or|let|def|gdef|edef|xdef|newcommand|renewcommand|providecommand|"
+    r"bgroup|egroup|begingroup|endgroup|global|long|catcode|string|meaning|loop|repeat|newif|setbox|advance|"
+    r"multiply|divide|numexpr|dimexpr|the|number|ignorespaces|NewDocumentCommand|DeclareDocumentCommand|"
+    r"newenvironment|renewenvironment|@\w*)(?![A-Za-z@])|\\[A-Za-z]+@|#[^1-9#]"
+)
+_IFMMODE = re.compile(r"^\s*(?:\\relax\s*)?\\ifmmode(?![A-Za-z@])(.*?)\\else(?![A-Za-z@])(.*?)\\fi(?![A-Za-z@])\s*(\\xspace)?\s*$", re.S)
+#: commands the renderer handles itself; a paper's redefinition of them is ignored
+PROTECTED_NAMES = frozenset(
+    "section subsection subsubsection paragraph chapter caption label ref eqref autoref cref Cref cite citep citet "
+    "citealt citealp citeauthor citeyear footnote item begin end par appendix bibliography bibitem title author "
+    "maketitle textcolor color input include documentclass usepackage".split()
+)
+
+
+def _classify(name: str, body: str) -> tuple[str, bool]:
+    """(body to use, unsafe?) for a definition; ``\\ifmmode A\\else B\\fi`` becomes ``\\ensuremath{A}``."""
+    if "\\ifmmode" in body:
+        m = _IFMMODE.match(body)
+        if m and not _UNSAFE_BODY.search(m.group(1)):
+            body = "\\ensuremath{" + m.group(1).strip() + "}" + ("\\xspace" if m.group(3) else "")
+    return body, ("@" in name or bool(_UNSAFE_BODY.search(body)))
 
 
 _DEF_START = re.compile(
@@ -243,8 +389,11 @@ def collect_macros(text: str) -> tuple[dict[str, Macro], str]:
         name, macro, end = parsed
         out.append(text[pos : m.start()])
         pos = end
-        if macro is None:
+        if macro is None or name in PROTECTED_NAMES:
             continue
+        if kind != "let":
+            body, unsafe = _classify(name, macro.body)
+            macro = Macro(macro.nargs, body, macro.default, unsafe)
         if kind == "providecommand" and name in macros:
             continue
         macros[name] = macro
@@ -337,7 +486,7 @@ class MacroExpander:
     def __init__(self, user: dict[str, Macro], builtins: bool = True, max_depth: int = 16, max_growth: int = 20):
         table: dict[str, Macro] = {}
         if builtins:
-            table.update({k: Macro(n, b) for k, (n, b) in BUILTIN_MACROS.items()})
+            table.update(_BUILTIN_EXPANDED)
         table.update(user)
         self.table = table
         self.max_depth = max_depth
@@ -365,7 +514,7 @@ class MacroExpander:
                 break
             search = m.end()
             macro = table.get(m.group(1))
-            if macro is None:
+            if macro is None or macro.unsafe:
                 continue
             j = m.end()
             args: list[str] = []
@@ -413,26 +562,132 @@ _ANY_CS = re.compile(r"\\([A-Za-z@]+|[^A-Za-z@\s])")
 _ENDS_CONTROL_WORD = re.compile(r"\\[A-Za-z@]+$")
 
 
+#: built-ins the expander handles (math shorthands in ``\\ensuremath``, argument macros); plain text
+#: shorthands (``\\apj``, ``\\AA``, ``\\etal``) are left to the renderer, which applies them in prose only
+_BUILTIN_EXPANDED = {k: Macro(n, b) for k, (n, b) in BUILTIN_MACROS.items() if n or b.startswith("\\ensuremath")}
+
+#: packages and classes from CTAN / the journals that e-prints bundle; their definitions are not the paper's macros
+STANDARD_PACKAGES = frozenset(
+    """aastex aastex6 aastex61 aastex62 aastex63 aastex631 aastex7 aasjournal aaspp4 emulateapj emulateapj5 mnras mn2e
+    aa aa-package revtex4 revtex4-1 revtex4-2 elsarticle natbib hyperref graphicx graphics color xcolor amsmath amssymb
+    amsthm amsfonts url ulem soul changes lineno float subfigure subcaption caption deluxetable longtable
+    multirow booktabs tabularx array geometry fancyhdr setspace times txfonts newtxtext newtxmath mathptmx
+    epsfig epsf psfig apjfonts pdflscape lscape rotating wrapfig sidecap placeins afterpage bm xspace
+    siunitx tikz pgf pgfplots listings minted fancyvrb verbatim comment enumitem microtype cleveref
+    varioref algorithm algorithmic algorithmicx algpseudocode todonotes marginnote framed mdframed tcolorbox
+    orcidlink academicons fontawesome natbib_aa biblatex xr xr-hyperref threeparttable etoolbox xstring
+    ifthen calc keyval kvoptions""".split()
+)
+#: a local package bigger than this that declares itself with ``\\ProvidesPackage`` is treated as a library
+LIBRARY_STY_CHARS = 40_000
+_PROVIDES = re.compile(r"\\Provides(?:Package|Class|File)\s*\{")
+_BIBLIOGRAPHY_CMD = re.compile(r"\\bibliography\s*\{([^{}]*)\}")
+_ADDBIBRESOURCE = re.compile(r"\\(?:addbibresource|bibliography)\s*(?:\[[^\]]*\])?\s*\{([^{}]*)\}")
+_PRINTBIB = re.compile(r"\\printbibliography\b")
+_END_DOCUMENT = re.compile(r"\\end\s*\{document\}")
+
+
+def is_library_sty(name: str, text: str) -> bool:
+    """True for a bundled standard package/class (its definitions are not the paper's macros)."""
+    stem = posixpath.splitext(posixpath.basename(name))[0].lower()
+    if name.endswith(".cls") or stem in STANDARD_PACKAGES:
+        return True
+    return len(text) > LIBRARY_STY_CHARS and bool(_PROVIDES.search(text))
+
+
+def bibliography_source(src: str, texts: dict[str, str], main: str) -> str | None:
+    """The e-print's bibliography as ``\\bibitem`` lines: its ``.bbl`` (natbib or biblatex) or ``.bib`` files.
+
+    Returns None when the source already holds a ``thebibliography`` list or nothing is bundled.
+    """
+    if "\\bibitem" in src:
+        return None
+    bbls = {n: t for n, t in texts.items() if n.endswith(".bbl")}
+    if bbls:
+        stem = posixpath.splitext(main)[0]
+        name = stem + ".bbl" if stem + ".bbl" in bbls else sorted(bbls, key=lambda n: -len(bbls[n]))[0]
+        bbl = bbls[name]
+        return bbl_to_bibitems(bbl) if is_biblatex_bbl(bbl) else bbl
+    bibs = {n: t for n, t in texts.items() if n.endswith(".bib")}
+    if not bibs:
+        return None
+    wanted = [w.strip() for group in _ADDBIBRESOURCE.findall(src) for w in group.split(",") if w.strip()]
+    chosen = []
+    for w in wanted:
+        for cand in (w, w + ".bib"):
+            if cand in bibs and cand not in chosen:
+                chosen.append(cand)
+    chosen = chosen or sorted(bibs)
+    items = "\n".join(bib_to_bibitems(bibs[n]) for n in chosen)
+    return "\\begin{thebibliography}{}\n" + items + "\n\\end{thebibliography}\n" if items else None
+
+
+def insert_bibliography(src: str, bib: str) -> str:
+    """Put ``bib`` where LaTeX would read it: at ``\\bibliography{..}``/``\\printbibliography``, else before ``\\end{document}``."""
+    if "thebibliography" not in bib:
+        bib = "\\begin{thebibliography}{}\n" + bib + "\n\\end{thebibliography}\n"
+    for pat in (_BIBLIOGRAPHY_CMD, _PRINTBIB):
+        m = pat.search(src)
+        if m:
+            return src[: m.start()] + "\n" + bib + "\n" + src[m.end() :]
+    m = _END_DOCUMENT.search(src)
+    if m:
+        return src[: m.start()] + "\n" + bib + "\n" + src[m.start() :]
+    return src + "\n" + bib
+
+
 def assemble(files: dict[str, bytes]) -> tuple[str, dict[str, str]]:
     """Decode every TeX file, pick the main one, inline its inputs, strip comments, expand macros.
 
-    Returns the expanded LaTeX of the whole paper and info (main file, encoding).
+    Returns the expanded LaTeX of the whole paper and info (main file, encoding, and
+    ``fallback`` when expansion had to be reduced). Expansion is tried with every definition,
+    then with the paper's own definitions only (no local ``.sty``), then built-ins only, then
+    none: a macro bomb or a parser error costs expansion, never the paper.
     """
     texts: dict[str, str] = {}
     encodings: dict[str, str] = {}
     for name, data in files.items():
-        if is_tex_name(name) or name.endswith((".sty", ".def", ".cls", ".bbl")):
+        if is_tex_name(name) or name.endswith((".sty", ".def", ".cls", ".bbl", ".bib")):
             texts[name], encodings[name] = decode_tex(data)
     if not texts:
         raise LatexError("no_tex", "the e-print holds no TeX source")
     main = find_main(texts)
-    src = inline_inputs(strip_comments(texts[main]), {n: t for n, t in texts.items() if n != main})
-    # macro definitions in the paper's own .sty files (\usepackage{mymacros})
-    local_sty = {posixpath.splitext(posixpath.basename(n))[0]: t for n, t in texts.items() if n.endswith(".sty")}
+    src = inline_inputs(strip_comments(texts[main]), {n: t for n, t in texts.items() if n != main and not n.endswith(".bib")})
+    bib = bibliography_source(src, texts, main)
+    if bib:
+        src = insert_bibliography(src, bib)
+    verbatim: list[str] = []
+    src = protect_verbatim(src, verbatim)
+    info = {"main_file": main, "encoding": encodings[main]}
+    # macro definitions in the paper's own .sty files (\usepackage{mymacros}); bundled standard packages skipped
+    local_sty = {posixpath.splitext(posixpath.basename(n))[0]: t for n, t in texts.items()
+                 if n.endswith(".sty") and not is_library_sty(n, t)}
+    sty_macros: dict[str, Macro] = {}
     if local_sty:
         used = {p.strip() for group in _USEPACKAGE.findall(src) for p in group.split(",")}
         defs = "".join(strip_comments(local_sty[p]) + "\n" for p in sorted(used & set(local_sty)))
-        src = defs + src
-    user, src = collect_macros(src)
-    src = MacroExpander(user).expand(src)
-    return src, {"main_file": main, "encoding": encodings[main]}
+        if defs:
+            try:
+                sty_macros, _ = collect_macros(defs)
+            except (RecursionError, ValueError, IndexError) as exc:
+                info["fallback"] = f"local packages ignored ({type(exc).__name__})"
+    try:
+        paper_macros, body = collect_macros(src)
+    except (RecursionError, ValueError, IndexError) as exc:
+        paper_macros, body = {}, src
+        info["fallback"] = f"definitions not read ({type(exc).__name__})"
+    attempts = (("all definitions", {**sty_macros, **paper_macros}, True), ("paper definitions only", paper_macros, True),
+                ("built-in macros only", {}, True), ("no expansion", {}, False))
+    failures: list[str] = []
+    for label, user, builtins in attempts:
+        if label == "paper definitions only" and not sty_macros:
+            continue
+        try:
+            out = MacroExpander(user, builtins=builtins).expand(body)
+        except (LatexError, RecursionError) as exc:
+            failures.append(f"{label}: {getattr(exc, 'reason', type(exc).__name__)}")
+            continue
+        if failures:
+            info["fallback"] = "; ".join(failures) + f" -> kept with {label}"
+        return restore_verbatim(out, verbatim), info
+    raise AssertionError("unreachable: expansion without macros cannot fail")

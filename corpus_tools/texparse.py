@@ -53,6 +53,18 @@ _GROUP_PATS = {
 }
 
 
+def read_groups(text: str, i: int, most: int) -> tuple[list[str], int]:
+    """Read up to ``most`` consecutive brace groups from ``i`` (whitespace between); (contents, index after)."""
+    args: list[str] = []
+    while len(args) < most:
+        got = read_group(text, skip_ws(text, i))
+        if got is None:
+            break
+        args.append(got[0])
+        i = got[1]
+    return args, i
+
+
 def read_optional(text: str, i: int) -> tuple[str, int] | None:
     """Read a ``[...]`` optional argument at ``i`` (braces inside are balanced), else None."""
     if i >= len(text) or text[i] != "[":
@@ -182,23 +194,56 @@ def _env_end_pattern(name: str) -> re.Pattern:
     return re.compile(r"\\(begin|end)\s*\{" + re.escape(name) + r"\}")
 
 
+@functools.lru_cache(maxsize=64)
+def _env_token_pattern(names: tuple[str, ...]) -> re.Pattern:
+    return re.compile(r"\\(begin|end)\s*\{(" + "|".join(re.escape(n) for n in names) + r")\}")
+
+
+def pair_envs(text: str, names: tuple[str, ...]) -> dict[int, tuple[str, int, int, int]]:
+    """Match every ``\\begin{name}`` to its ``\\end{name}`` in one linear pass (a stack per name).
+
+    Returns ``{begin index: (name, body start, body end, index after \\end{...})}`` for matched
+    pairs only; a stray ``\\end`` is ignored and an unclosed ``\\begin`` is absent. Scanning the
+    text once keeps thousands of unclosed environments linear instead of quadratic.
+    """
+    stacks: dict[str, list[tuple[int, int]]] = {}
+    pairs: dict[int, tuple[str, int, int, int]] = {}
+    for m in _env_token_pattern(names).finditer(text):
+        name = m.group(2)
+        stack = stacks.setdefault(name, [])
+        if m.group(1) == "begin":
+            stack.append((m.start(), m.end()))
+        elif stack:
+            start, body = stack.pop()
+            pairs[start] = (name, body, m.start(), m.end())
+    return pairs
+
+
 def replace_envs(text: str, names: tuple[str, ...], handler: Callable[[str, str], str]) -> str:
     """Replace whole environments ``\\begin{name}...\\end{name}`` by ``handler(name, body)``.
 
-    An environment without its ``\\end`` runs to the end of the text.
+    An environment without its ``\\end`` runs to the end of the text (as TeX would read it).
     """
+    if "\\begin" not in text:
+        return text
     pat = _env_pattern(names)
+    if pat.search(text) is None:
+        return text
+    pairs = pair_envs(text, names)
     out: list[str] = []
     pos = 0
     while True:
         m = pat.search(text, pos)
         if m is None:
             break
-        name = m.group(1)
-        end = find_env_end(text, name, m.end())
-        body_end = len(text) if end is None else text.rfind("\\end", m.end(), end)
+        got = pairs.get(m.start())
         out.append(text[pos : m.start()])
-        out.append(handler(name, text[m.end() : body_end]))
-        pos = len(text) if end is None else end
+        if got is None:
+            out.append(handler(m.group(1), text[m.end() :]))
+            pos = len(text)
+            break
+        name, body, body_end, end = got
+        out.append(handler(name, text[body:body_end]))
+        pos = end
     out.append(text[pos:])
     return "".join(out)

@@ -85,7 +85,8 @@ def test_text_quality_on_specimens(built):
     assert "\\msun" not in heavy and "M_\\odot" in heavy and "\\sigma_{\\rm los}" in heavy
     assert "TODO" not in heavy and "recheck" not in heavy and "old definition" not in heavy  # comments gone
     multi = docs["2403.01234"]["text"]
-    assert "Halvorsen" not in multi and "thebibliography" not in multi  # bibliography cut
+    assert "Halvorsen T., Ibe K." not in multi and "thebibliography" not in multi  # bibliography cut
+    assert "(Halvorsen et al. 2019; Quist et al. 2021)" in multi  # \citep rendered from the bundled main.bbl
     assert "# Appendix: Inclination corrections" in multi  # appendix after \bibliography kept
     assert "# Introduction" in multi and "Previous radial studies" in multi  # \input{sections/intro} inlined
     assert "Power-law fits to the depletion-time profiles" in multi  # \include{results} inlined
