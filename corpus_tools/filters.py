@@ -30,7 +30,9 @@ _MATH_OR_TABLE = re.compile(
 )
 _PROSE_WORD = re.compile(r"[^\W\d_]+")
 _ALLOWED = re.compile(r"[\w\s.,;:!?()\[\]'\"\-–—/%&+=<>*~±×°′″…“”‘’§#@|]")
-_MOJIBAKE = re.compile("[\ufffd]|Ã[\u0080-\u00bf]|â€")
+#: replacement characters, classic UTF-8-as-latin-1 mojibake, NULs and other C0 controls (a UTF-16
+#: file read as bytes is NUL-interleaved text: every other character counts as bad)
+_MOJIBAKE = re.compile("[\ufffd\x00-\x08\x0b\x0e-\x1f]|Ã[\u0080-\u00bf]|â€")
 
 
 @dataclass(frozen=True)

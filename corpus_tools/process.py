@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,7 +26,7 @@ from datatrove.pipeline.base import PipelineStep
 from .decontam import NgramIndex, source_match
 from .dedup import MinHasher, exact_key
 from .eprint import Limits
-from .extract import extract_paper
+from .extract import Extracted, extract_paper
 from .filters import FilterConfig, check
 
 EXTRACT_SCHEMA = pa.schema([
@@ -49,6 +52,48 @@ class ProcessConfig:
     doi_prefixes: tuple[str, ...]
     journal_refs: tuple[str, ...]
     near: bool
+
+
+#: wall-clock seconds one paper may take from e-print bytes to text; over it the paper is
+#: rejected (``timeout``) and the worker goes on with the next one
+PAPER_TIME_BUDGET_S = 120.0
+
+
+class PaperTimeout(Exception):
+    """Raised inside a paper's conversion when its time budget is spent."""
+
+
+@contextmanager
+def time_budget(seconds: float) -> Iterator[None]:
+    """Raise :class:`PaperTimeout` in this block after ``seconds`` (SIGALRM; main thread only, else no limit)."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def _fire(signum: int, frame: Any) -> None:
+        raise PaperTimeout(f"over the {seconds:g} s budget")
+
+    previous = signal.signal(signal.SIGALRM, _fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def extract_guarded(meta: dict[str, Any], data: bytes | None, limits: Limits, source: str,
+                    budget_s: float = PAPER_TIME_BUDGET_S) -> Extracted:
+    """:func:`extract_paper` that never raises: over budget -> ``timeout``, any error -> ``unparsable`` + detail."""
+    try:
+        with time_budget(budget_s):
+            return extract_paper(meta, data, limits, source=source)
+    except PaperTimeout as exc:
+        return Extracted(meta["id"], reason="timeout", detail=str(exc))
+    except MemoryError:
+        return Extracted(meta["id"], reason="unparsable", detail="MemoryError")
+    except Exception as exc:  # one bad paper must never stop a whole datatrove task
+        return Extracted(meta["id"], reason="unparsable", detail=f"{type(exc).__name__}: {exc}"[:300])
 
 
 def _paper_key(pid: str) -> str:
@@ -125,12 +170,14 @@ class ExtractStep(PipelineStep):
                 self.stat_update("decontaminated_source")
                 rejected.append({"id": pid, "reason": "decontaminated_source", "detail": why})
                 return
-            result = extract_paper(meta, data_bytes, limits, source=source)
+            result = extract_guarded(meta, data_bytes, limits, source)
             if result.doc is None:
                 self.stat_update(f"rejected_{result.reason}")
                 rejected.append({"id": pid, "reason": result.reason, "detail": result.detail})
                 return
             self.stat_update("extracted")
+            if result.info.get("fallback"):
+                self.stat_update("extracted_with_fallback")
             doc = result.doc
             reason, stats = check(doc["text"], cfg.filters)
             if reason is not None:
