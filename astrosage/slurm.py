@@ -1,6 +1,7 @@
 """Render and submit sbatch jobs for pipeline stages (`astrosage slurm`).
 
-One job per stage, one srun task per node; each node's task (``slurm/launch_node.sh``) starts
+One job per stage, one srun task per node; each node's task (``launch_node.sh``, package data in
+``astrosage/resources/slurm/`` next to the ``job.sbatch.j2`` template) starts
 its processes with ``accelerate launch`` or ``torchrun`` using ranks and addresses derived from
 Slurm's variables. Preemption and time limits: ``--signal=B:USR1@grace`` + ``--requeue``; the
 batch script forwards USR1 to the training processes, which write a complete checkpoint and exit
@@ -37,17 +38,18 @@ class SlurmError(RuntimeError):
 
 
 def templates_dir() -> Path:
-    """The folder with the sbatch template and node launcher (``$ASTROSAGE_SLURM_TEMPLATES`` or ``<repo>/slurm``)."""
+    """The folder with the sbatch template and node launcher: ``$ASTROSAGE_SLURM_TEMPLATES`` if set
+    (your own copies), else the package's ``astrosage/resources/slurm`` (installed as package data)."""
+    from importlib import resources
+
     env = os.environ.get("ASTROSAGE_SLURM_TEMPLATES")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[1] / "slurm")
-    for folder in candidates:
-        if (folder / TEMPLATE_NAME).exists() and (folder / LAUNCHER_NAME).exists():
-            return folder
-    raise SlurmError(
-        f"sbatch templates not found (looked in {', '.join(map(str, candidates))}); "
-        "run from an astrosage checkout (pip install -e .) or set ASTROSAGE_SLURM_TEMPLATES"
-    )
+    # the job script names the launcher by path, so it must be a real file: wheels install unzipped
+    folder = Path(env) if env else Path(str(resources.files("astrosage.resources").joinpath("slurm")))
+    missing = [name for name in (TEMPLATE_NAME, LAUNCHER_NAME) if not (folder / name).is_file()]
+    if missing:
+        where = "$ASTROSAGE_SLURM_TEMPLATES" if env else "the installed package (reinstall astrosage)"
+        raise SlurmError(f"{', '.join(missing)} not found in {folder} ({where})")
+    return folder
 
 
 @dataclass
