@@ -15,6 +15,7 @@ go into ``model-index``; every row appears in the card's comparison table.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -25,7 +26,9 @@ import yaml
 
 from .recipe import Recipe
 
-__all__ = ["CardInputs", "read_comparison", "rows_for_checkpoint", "build_card", "is_hub_id", "sanitize", "dataset_sources"]
+log = logging.getLogger("astrosage")
+
+__all__ = ["CardInputs", "read_comparison", "rows_for_checkpoint", "build_card", "resolve_license", "is_hub_id", "sanitize", "dataset_sources"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SOURCE_URL = "https://github.com/astrosage/astrosage"
@@ -132,6 +135,8 @@ class CardInputs:
     mergekit_yaml: str | None = None
     sweep_table: str | None = None
     licences: dict[str, str] = field(default_factory=dict)
+    license: str = "other"  # resolved by resolve_license()
+    license_source: str = "unknown"
 
     @property
     def name(self) -> str:
@@ -170,7 +175,7 @@ def dataset_sources(recipe: Recipe, licences: dict[str, str]) -> list[dict[str, 
     for stage, mix in mixes:
         out.append(_external_dataset(mix.path, stage, licences, f"general mix, weight {mix.weight:g}"))
     if recipe.sft.enabled and recipe.sft.dataset:
-        out.append(_external_dataset(recipe.sft.dataset, "sft", licences, "conversational data"))
+        out.append(_external_dataset(recipe.sft.dataset.path, "sft", licences, "conversational data"))
     return out
 
 
@@ -181,6 +186,25 @@ def _external_dataset(ref: str, stage: str, licences: dict[str, str], note: str)
     return {"name": f"local file {Path(ref).name}", "stage": stage, "licence": "see the data's source", "note": note}
 
 
+def resolve_license(recipe: Recipe, base_ref: str) -> tuple[str, str]:
+    """The card's licence and where it came from: publish.license, else the base model's card."""
+    if recipe.publish.license:
+        return recipe.publish.license, "publish.license"
+    from huggingface_hub import ModelCard, constants
+
+    readme = Path(base_ref) / "README.md"
+    card_ref = str(readme) if readme.is_file() else (base_ref if is_hub_id(base_ref) and not constants.is_offline_mode() else None)
+    if card_ref is not None:
+        try:
+            licence = ModelCard.load(card_ref).data.license
+        except Exception:  # a missing or unreadable card is not fatal: fall through to 'other'
+            licence = None
+        if isinstance(licence, str) and licence:
+            return licence, f"from the base model's card ({recipe.model.base})"
+    log.warning("publish: the base model's licence is unknown (no readable model card); the card says 'other': set publish.license")
+    return "other", "unknown: set publish.license"
+
+
 def build_card(inputs: CardInputs) -> Any:
     """Assemble the ModelCard; raises ValueError if huggingface_hub cannot read it back."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -189,7 +213,7 @@ def build_card(inputs: CardInputs) -> Any:
     results = eval_results(rows_for_checkpoint(inputs.eval_rows, inputs.model_stage, inputs.model_path), recipe, inputs.eval_method)
     bases = [ref for ref in (recipe.model.base, recipe.model.base_instruct if inputs.model_stage == "merge" else None) if is_hub_id(ref)]
     datasets = sorted({m.path for m in recipe.cpt.general_mix + recipe.sft.general_mix if is_hub_id(m.path)} | (
-        {recipe.sft.dataset} if recipe.sft.dataset and is_hub_id(recipe.sft.dataset) else set()
+        {recipe.sft.dataset.path} if recipe.sft.dataset and is_hub_id(recipe.sft.dataset.path) else set()
     ))
     tags = ["astronomy", "astrophysics", "astrosage"] + (["merge", "mergekit"] if inputs.model_stage == "merge" else [])
     extra: dict[str, Any] = {}
@@ -197,7 +221,7 @@ def build_card(inputs: CardInputs) -> Any:
         extra["base_model_relation"] = "merge" if inputs.model_stage == "merge" and len(bases) > 1 else "finetune"
     data = ModelCardData(
         language="en",
-        license=recipe.publish.license,
+        license=inputs.license,
         library_name="transformers",
         pipeline_tag="text-generation",
         tags=tags,
@@ -237,7 +261,7 @@ def _body(inputs: CardInputs, results: list[Any]) -> str:
     ]
     if r.model.base_instruct:
         out.append(f"- Instruct sibling: `{r.model.base_instruct}`")
-    out += [f"- Published checkpoint: output of the `{stage}` stage", f"- Licence: `{r.publish.license}` (follows the base model)", ""]
+    out += [f"- Published checkpoint: output of the `{stage}` stage", f"- Licence: `{inputs.license}` ({inputs.license_source})", ""]
     out += _data_section(inputs)
     out += _training_section(inputs)
     if stage == "merge":

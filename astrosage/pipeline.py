@@ -187,7 +187,7 @@ STAGES: dict[str, StageSpec] = {
             upstream=lambda r: _enabled(r, "cpt", "synth"),
             external=lambda r: {
                 "base": r.model.base,
-                **({"dataset": r.sft.dataset} if r.sft.dataset else {}),
+                **({"dataset": r.sft.dataset.path} if r.sft.dataset else {}),
                 **_mix(r.sft.general_mix),
             },
             entry="astrosage.stages.sft:run",

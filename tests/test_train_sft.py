@@ -7,13 +7,8 @@ import shutil
 
 import pytest
 
-from astrosage.training.chat import (
-    ChatTemplateError,
-    check_chat_template,
-    has_reasoning,
-    normalize_messages,
-    reasoning_mode,
-)
+from astrosage.training.chat import ChatTemplateError, has_reasoning, normalize_messages, reasoning_mode
+from astrosage.training.chat_masks import check_template, encode, make_plan
 
 SAMPLE = "examples/sft_sample/astro_qa_sample.jsonl"
 
@@ -97,35 +92,40 @@ def _copy_model(src, dst):
     return dst
 
 
-def test_template_and_eos_consistency_is_checked(tiny_base, tmp_path):
+def _check(tok, stops, reasoning=False):
+    return check_template(tok, make_plan(tok, "tiny"), stops, reasoning=reasoning)
+
+
+def test_template_and_eos_consistency_is_checked(tiny_base):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_base)
-    ok = check_chat_template(tok, tiny_base, assistant_only_loss=True, reasoning=True)
-    assert ok["end_of_turn_token"] == "<|eot_id|>"
+    eot, end_of_text = tok.convert_tokens_to_ids("<|eot_id|>"), tok.convert_tokens_to_ids("<|end_of_text|>")
+    plan, ok = _check(tok, [end_of_text, eot], reasoning=True)
+    assert ok["end_of_turn_token"] == "<|eot_id|>" and plan.method == "markers"
 
     # generation stops only at <|end_of_text|> while turns end with <|eot_id|>: refused
-    bad = _copy_model(tiny_base, tmp_path / "bad-eos")
-    gen = json.loads((bad / "generation_config.json").read_text())
-    gen["eos_token_id"] = tok.convert_tokens_to_ids("<|end_of_text|>")
-    (bad / "generation_config.json").write_text(json.dumps(gen))
     with pytest.raises(ChatTemplateError, match=r"chat template / EOS mismatch.*<\|eot_id\|>.*never stops"):
-        check_chat_template(tok, bad, assistant_only_loss=True, reasoning=False)
+        _check(tok, [end_of_text])
 
-    # no {% generation %} markers with assistant_only_loss: refused
+    # no {% generation %} markers: the spans are derived from the template, and they are the markers' spans
     plain = AutoTokenizer.from_pretrained(tiny_base)
     plain.chat_template = plain.chat_template.replace("{%- generation -%}", "").replace("{%- endgeneration -%}", "")
-    with pytest.raises(ChatTemplateError, match="generation"):
-        check_chat_template(plain, tiny_base, assistant_only_loss=True, reasoning=False)
+    plain_plan, summary = _check(plain, [end_of_text, eot], reasoning=True)
+    assert plain_plan.method == "derived" and summary["end_of_turn_token"] == "<|eot_id|>"
+    convo = reasoning_mode(_rows()[0]["messages"], 0, 0, 1.0, "THINK", "DIRECT")
+    assert [(e.input_ids, e.assistant_masks) for e in encode(plain, plain_plan, convo)] == [
+        (e.input_ids, e.assistant_masks) for e in encode(tok, plan, convo)
+    ]
 
     # a template that strips <think> from assistant turns: refused when the data has reasoning
     stripping = AutoTokenizer.from_pretrained(tiny_base)
     stripping.chat_template = stripping.chat_template.replace(
         "message['content'] | trim + '<|eot_id|>'", "message['content'].split('</think>')[-1] | trim + '<|eot_id|>'"
     )
-    check_chat_template(stripping, tiny_base, assistant_only_loss=True, reasoning=False)  # fine without reasoning
+    _check(stripping, [eot], reasoning=False)  # fine without reasoning
     with pytest.raises(ChatTemplateError, match="drops <think>"):
-        check_chat_template(stripping, tiny_base, assistant_only_loss=True, reasoning=True)
+        _check(stripping, [eot], reasoning=True)
 
     # end-of-turn token outside the trained span: refused
     outside = AutoTokenizer.from_pretrained(tiny_base)
@@ -134,4 +134,4 @@ def test_template_and_eos_consistency_is_checked(tiny_base, tmp_path):
         "{{- message['content'] | trim -}}{%- endgeneration -%}{{- '<|eot_id|>' -}}",
     )
     with pytest.raises(ChatTemplateError, match="never learn to stop"):
-        check_chat_template(outside, tiny_base, assistant_only_loss=True, reasoning=False)
+        _check(outside, [eot])

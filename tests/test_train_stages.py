@@ -44,12 +44,17 @@ def test_cpt_then_sft_through_run_manager_then_cached(tmp_path):
     run_dir = tmp_path / "runs" / "t"
     cpt = json.loads((run_dir / "cpt" / "manifest.json").read_text())
     sft = json.loads((run_dir / "sft" / "manifest.json").read_text())
-    assert cpt["outputs"] == {"model": "model"} and sft["outputs"] == {"model": "model"}
+    assert cpt["outputs"] == {"model": "model"} and sft["outputs"] == {"model": "model", "rejected": "rejected.jsonl"}
     assert cpt["counts"]["documents"] == 40 and cpt["counts"]["steps"] == 6
     assert cpt["counts"]["tokens_trained"] == 6 * 2 * 128  # packed rows: every token is a real token
     assert cpt["metrics"]["final_loss"] < cpt["metrics"]["first_loss"]
     assert cpt["metrics"]["tokens_per_s"] > 0 and cpt["metrics"]["padding_fraction"] == 0.0
     assert sft["counts"]["conversations"] == 61 and 0 < sft["counts"]["conversations_with_reasoning"] < 26
+    # conversations whose first answer does not fit max_seq_len=256 are dropped and listed, never cut mid-turn
+    dropped = [json.loads(line) for line in (run_dir / "sft" / "rejected.jsonl").read_text().splitlines()]
+    assert sft["counts"]["examples"] + sft["counts"].get("dropped_too_long", 0) == 61
+    assert len(dropped) == sft["counts"].get("dropped_too_long", 0) and all(d["reason"] == "too_long" for d in dropped)
+    assert sft["metrics"]["mask_method"] == "markers" and sft["metrics"]["end_of_turn_token"] == "<|eot_id|>"
     assert "stage:cpt" in sft["inputs"]  # sft started from the cpt checkpoint
     assert sft["metrics"]["final_loss"] < sft["metrics"]["first_loss"]
     # the cached tokenization lives outside the stage folder; checkpoints are dropped after success

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import MANIFEST_NAME, atomic_write_json, atomic_write_text, read_json
-from ..model_card import CardInputs, build_card, is_hub_id, read_comparison, sanitize
+from ..model_card import CardInputs, build_card, is_hub_id, read_comparison, resolve_license, sanitize
 from ..pipeline import MODEL_STAGES, StageContext, StageResult
 
 log = logging.getLogger("astrosage")
@@ -77,6 +77,7 @@ def run(ctx: StageContext) -> StageResult:
         sweep_table=_read_text(ctx.run_dir / stage / "sweep.md") if stage == "merge" else None,
         licences=_dataset_licences(ctx),
     )
+    inputs.license, inputs.license_source = resolve_license(ctx.recipe, ctx.resolve_model(ctx.recipe.model.base))
     card = build_card(inputs)
     folder = ctx.work_dir / UPLOAD_DIR
     plan = stage_upload_folder(model_dir, folder, _corpus_index(ctx.run_dir))
@@ -175,8 +176,8 @@ def _dataset_licences(ctx: StageContext) -> dict[str, str]:
 
     r = ctx.recipe
     ids = {m.path for m in r.cpt.general_mix + r.sft.general_mix if is_hub_id(m.path)}
-    if r.sft.dataset and is_hub_id(r.sft.dataset):
-        ids.add(r.sft.dataset)
+    if r.sft.dataset and is_hub_id(r.sft.dataset.path):
+        ids.add(r.sft.dataset.path)
     if not ids or constants.is_offline_mode():
         return {}
     from huggingface_hub import HfApi

@@ -104,6 +104,7 @@ def training_kwargs(recipe, section, work_dir: Path, report_to: list[str], stage
         fp16=dtype == "float16",
         logging_strategy="steps",
         logging_steps=section.logging_steps or recipe.logging.log_every_n_steps,
+        logging_first_step=True,  # first_loss is always measured (see also LogLastStepCallback)
         save_strategy="steps",
         save_steps=section.save_steps,
         save_total_limit=None,  # retention counts complete checkpoints only: see checkpoints.py
@@ -162,6 +163,20 @@ def lora_config(section):
 
 
 # ------------------------------------------------------------------------------ callbacks / train
+def _log_last_step_callback():
+    from transformers import TrainerCallback
+
+    class LogLastStepCallback(TrainerCallback):
+        """Log the loss at the final optimizer step too, so final_loss exists when max_steps < logging_steps."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.max_steps and state.global_step >= state.max_steps:
+                control.should_log = True
+            return control
+
+    return LogLastStepCallback()
+
+
 class Harness:
     """Callbacks and bookkeeping of one training stage run."""
 
@@ -179,6 +194,7 @@ class Harness:
         flops = model_flops_per_token(trainer.model, seq_len)
         self.throughput = ThroughputCallback(flops, peak_flops_per_device(self.recipe.model.dtype), world_size())
         trainer.callback_handler.callbacks.insert(0, self.throughput)
+        trainer.add_callback(_log_last_step_callback())
         trainer.add_callback(self.preemption)
         trainer.add_callback(self.checkpoints)
 
