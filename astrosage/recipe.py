@@ -270,11 +270,24 @@ class SynthSection(_Section):
 # --------------------------------------------------------------------------------------------
 
 
-class DataMix(_Section):
-    path: str = Field(description="A local file/folder (jsonl/parquet) or a Hub dataset id.")
-    weight: float = Field(default=1.0, gt=0, description="Sampling weight relative to the domain data (weight 1.0).")
-    split: str = Field(default="train", description="Split to read for Hub datasets.")
+class DataSource(_Section):
+    path: str = Field(description="A local file/folder (jsonl/json/parquet), a local dataset folder with named configs, or a Hub dataset id.")
+    name: str | None = Field(default=None, description="Dataset config name (e.g. '7M' for BAAI/Infinity-Instruct); Hub datasets and local dataset folders.")
+    split: str = Field(default="train", description="Split to read for Hub datasets and local dataset folders.")
     max_samples: int | None = Field(default=None, gt=0, description="Use at most this many examples.")
+    format: Literal["auto", "messages", "sharegpt", "prompt_completion", "alpaca"] = Field(
+        default="auto",
+        description="SFT row format: 'messages' (OpenAI roles), 'sharegpt' (conversations with from/value: human/gpt/system), "
+        "'prompt_completion', 'alpaca' (instruction/input/output); 'auto' detects it per row. CPT reads plain text.",
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Column mapping {our name: dataset column}, e.g. {messages: conversation} or {prompt: question, completion: answer}.",
+    )
+
+
+class DataMix(DataSource):
+    weight: float = Field(default=1.0, gt=0, description="Sampling weight relative to the domain data (weight 1.0).")
 
 
 class LoraSettings(_Section):
@@ -336,10 +349,38 @@ class CptSection(TrainingSection):
 
 
 class SftSection(TrainingSection):
-    dataset: str | None = Field(
-        default=None, description="Conversational data ({'messages': [...]}) to use instead of / besides the synth stage's QA."
+    dataset: DataSource | None = Field(
+        default=None,
+        description="Conversational data to use instead of / besides the synth stage's QA: a path or Hub id, or a mapping "
+        "{path, name, split, format, columns, max_samples} (formats: messages, ShareGPT, prompt/completion, alpaca).",
     )
-    assistant_only_loss: bool = Field(default=True, description="Train only on assistant tokens (needs {% generation %} in the chat template).")
+    chat_template: str = Field(
+        default="model",
+        description="Chat template for SFT, saved with the checkpoint: 'model' (the tokenizer's own), 'instruct' "
+        "(model.base_instruct's template, special tokens and stop tokens: for base models without a template, e.g. "
+        "Llama-3.1-8B), a built-in ('chatml', 'llama3') or a path to a .jinja file.",
+    )
+    init_untrained_tokens: Literal["mean", "error"] = Field(
+        default="mean",
+        description="The template's special tokens with untrained embedding rows (Llama-3 base ships <|eot_id|> etc. near "
+        "zero): 'mean' sets them to the mean of the trained rows (recorded in the manifest), 'error' refuses.",
+    )
+    overlong: Literal["truncate", "drop"] = Field(
+        default="truncate",
+        description="A conversation longer than max_seq_len: 'truncate' cuts it after its last assistant turn that fits "
+        "(dropped if the first does not fit), 'drop' drops it. Both are counted in the manifest.",
+    )
+    assistant_only_loss: bool = Field(
+        default=True,
+        description="Train only on assistant tokens (content + end-of-turn token). Works with any chat template: "
+        "{% generation %} markers, TRL's marked copy of known templates, or spans derived by rendering turn by turn.",
+    )
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_shorthand(cls, value: Any) -> Any:
+        """``dataset: path-or-hub-id`` is short for ``dataset: {path: ...}``."""
+        return {"path": value} if isinstance(value, str) else value
     packing: bool = Field(
         default=True, description="Pack conversations into sequences (CPT always packs, with per-document attention masking)."
     )
@@ -472,7 +513,12 @@ class PublishSection(_Section):
         default=True, description="Create the Hub repository as private (an existing public repository is then refused, not uploaded to)."
     )
     dry_run: bool = Field(default=False, description="Write the exact folder that would be uploaded, upload nothing.")
-    license: str = Field(default="llama3.1", description="License id for the model card (follows the base model's).")
+    license: str | None = Field(
+        default=None,
+        description="License id for the model card; default: the base model's, read from its model card (a local folder's "
+        "README.md, or the Hub card when online), else 'other' with a warning.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$",
+    )
     token_env: str = Field(default="HF_TOKEN", description="Env variable holding the Hub token (never logged); else the cached login.")
 
 
@@ -567,6 +613,8 @@ class Recipe(_Section):
             problems.append(("synth.api_base", None, "synth.backend 'openai' needs synth.api_base"))
         if self.synth.enabled and self.synth.teacher_model is None and self.model.base_instruct is None:
             problems.append(("synth.teacher_model", None, "the synth stage needs synth.teacher_model or model.base_instruct"))
+        if self.sft.enabled and self.sft.chat_template == "instruct" and self.model.base_instruct is None:
+            problems.append(("sft.chat_template", "instruct", "'instruct' takes model.base_instruct's chat template; set model.base_instruct"))
         if problems:
             raise _CrossFieldErrors(problems)
         return self
@@ -1031,8 +1079,10 @@ def check_paths(recipe: Recipe, source: str = "<recipe>") -> None:
         for i, pattern in enumerate(recipe.corpus.bulk_tars):
             if "://" not in pattern and not glob.glob(str(Path(pattern).expanduser())):
                 problems.append((source, f"corpus.bulk_tars[{i}]", f"{pattern!r} matches no file"))
-    if recipe.sft.enabled and recipe.sft.dataset and _looks_local(recipe.sft.dataset):
-        need("sft.dataset", recipe.sft.dataset)
+    if recipe.sft.enabled and recipe.sft.dataset and _looks_local(recipe.sft.dataset.path):
+        need("sft.dataset.path", recipe.sft.dataset.path)
+    if recipe.sft.enabled and recipe.sft.chat_template not in ("model", "instruct", "chatml", "llama3"):
+        need("sft.chat_template", recipe.sft.chat_template)
     if recipe.cpt.enabled and not recipe.corpus.enabled and recipe.cpt.dataset and _looks_local(recipe.cpt.dataset):
         need("cpt.dataset", recipe.cpt.dataset)
     if recipe.merge.enabled and recipe.merge.mergekit_yaml is not None:
