@@ -257,6 +257,15 @@ class SynthSection(_Section):
     )
     retry_backoff_s: float = Field(default=1.0, gt=0, description="First retry delay (doubled per retry, with jitter) when the server sends no Retry-After.")
     max_backoff_s: float = Field(default=60.0, gt=0, description="Upper bound on any single retry delay, Retry-After included.")
+    structured_output: bool = Field(
+        default=True,
+        description="Constrain the teacher's replies to the task's JSON schema: transformers via llguidance (pip install "
+        "'astrosage[synth]'), vLLM via guided decoding, openai via response_format json_schema (a server that refuses it "
+        "is asked with a portable schema, then without, logged). false = free text, JSON asked for in the prompt only.",
+    )
+    rejected_text_chars: int = Field(
+        default=2_000, ge=0, description="Characters of the raw teacher reply kept per line of synth/rejected.jsonl (0 = none)."
+    )
 
     @model_validator(mode="after")
     def _overlap_below_chunk(self) -> "SynthSection":

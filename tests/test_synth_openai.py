@@ -136,7 +136,7 @@ def test_stage_keeps_valid_items_rejects_bad_ones_and_reruns_cached(tmp_path, co
         n_requests = len(srv.log)
         manifest = json.loads((stage_dir / "manifest.json").read_text())
         counts = manifest["counts"]
-        assert manifest["outputs"] == {"qa": "qa", "mcq": "mcq", "mcq_dev": "mcq/dev.jsonl"}
+        assert manifest["outputs"] == {"qa": "qa", "mcq": "mcq", "mcq_dev": "mcq/dev.jsonl", "rejected": "rejected.jsonl"}
         assert counts["requests"] == n_requests == 3 * counts["chunks"]
         assert counts["rejected_malformed_json"] >= 1
         assert counts["rejected_contaminated"] >= 1 and counts["rejected_context_reference"] >= 1

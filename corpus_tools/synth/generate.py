@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .backends.base import Backend, GenRequest, GenResult
 from .chunking import Chunk
 from .parsing import ParseError, extract_items
 from .records import Provenance, mcq_record, qa_record
+from .schemas import response_schema, schema_name
 from .templates import PromptTemplate
 from .validate import (
     MALFORMED_JSON,
@@ -48,7 +49,17 @@ class ShardResult:
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    examples: list[dict[str, str]] = field(default_factory=list)  # a few rejections, for the log
+    #: every rejection: chunk, task, reason, detail, the raw reply (capped) and the parsed item if any
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+    #: replies per structured-output mode actually used (json_schema / json_schema_portable / none)
+    structured: Counter = field(default_factory=Counter)
+    #: replies cut off at max_new_tokens
+    truncated: int = 0
+
+    @property
+    def examples(self) -> list[dict[str, Any]]:
+        """A few rejections, for the log."""
+        return self.rejections[:5]
 
     def ledger_entry(self, chunks: Sequence[Chunk]) -> dict[str, Any]:
         return {
@@ -59,6 +70,8 @@ class ShardResult:
             "rejected": dict(self.rejected),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "structured": dict(self.structured),
+            "truncated": self.truncated,
         }
 
 
@@ -80,18 +93,26 @@ class Synthesizer:
 
     def requests_for(self, chunks: Sequence[Chunk]) -> list[tuple[Chunk, str, GenRequest]]:
         s = self.section
+        structured = getattr(s, "structured_output", True)
         out = []
         for chunk in chunks:
             for task in s.tasks:
-                messages = self.templates[task].render(chunk, self.n_items(task))
-                req = GenRequest(messages, request_seed(self.run_seed, chunk, task), s.max_new_tokens, s.temperature, s.top_p)
+                n = self.n_items(task)
+                messages = self.templates[task].render(chunk, n)
+                req = GenRequest(
+                    messages, request_seed(self.run_seed, chunk, task), s.max_new_tokens, s.temperature, s.top_p,
+                    schema=response_schema(task, n) if structured else None, schema_name=schema_name(task),
+                )
                 out.append((chunk, task, req))
         return out
 
-    def run_shard(self, chunks: Sequence[Chunk]) -> ShardResult:
-        """Generate and filter one shard; raises SynthError when most requests failed."""
+    def run_shard(self, chunks: Sequence[Chunk], on_result: Callable[[GenResult], None] | None = None) -> ShardResult:
+        """Generate and filter one shard; raises SynthError when most requests failed.
+
+        ``on_result`` is called once per finished request as the backend produces it (progress).
+        """
         planned = self.requests_for(chunks)
-        results = self.backend.generate([req for _, _, req in planned])
+        results = self.backend.generate([req for _, _, req in planned], on_result=on_result)
         if len(results) != len(planned):
             raise SynthError(f"backend {self.backend.name} returned {len(results)} results for {len(planned)} requests")
         failed = [r for r in results if not r.ok]
@@ -104,25 +125,44 @@ class Synthesizer:
         for (chunk, task, req), res in zip(planned, results):
             out.prompt_tokens += res.prompt_tokens
             out.completion_tokens += res.completion_tokens
+            if res.ok:
+                out.structured[res.structured] += 1
+                out.truncated += res.finish_reason == "length"
             self._collect(out, chunk, task, req, res)
         return out
 
-    def _reject(self, out: ShardResult, reason: str, task: str, chunk: Chunk, detail: str) -> None:
+    def _reject(
+        self, out: ShardResult, reason: str, task: str, chunk: Chunk, detail: str, res: GenResult, item: Any = None, index: int | None = None
+    ) -> None:
         out.rejected[reason] += 1
-        if len(out.examples) < 5:
-            out.examples.append({"reason": reason, "task": task, "chunk": chunk.key, "detail": detail[:200]})
+        cap = getattr(self.section, "rejected_text_chars", 2000)
+        text = res.text or ""
+        out.rejections.append({
+            "chunk": chunk.key,
+            "paper_id": chunk.paper_id,
+            "task": task,
+            "reason": reason,
+            "detail": detail[:500],
+            "item_index": index,
+            "item": item,
+            "raw": text[:cap],
+            "raw_chars": len(text),
+            "structured": res.structured,
+            "finish_reason": res.finish_reason,
+        })
 
     def _collect(self, out: ShardResult, chunk: Chunk, task: str, req: GenRequest, res: GenResult) -> None:
         if not res.ok:
-            self._reject(out, REQUEST_FAILED, task, chunk, res.error or "")
+            self._reject(out, REQUEST_FAILED, task, chunk, res.error or "", res)
             return
         try:
             raw_items = extract_items(res.text or "")
         except ParseError as exc:
-            self._reject(out, MALFORMED_JSON, task, chunk, f"{exc}: {(res.text or '')[:120]!r}")
+            cut = " (cut off at max_new_tokens)" if res.finish_reason == "length" else ""
+            self._reject(out, MALFORMED_JSON, task, chunk, f"{exc}{cut}", res)
             return
         if not raw_items:
-            self._reject(out, NO_ITEMS, task, chunk, "empty list")
+            self._reject(out, NO_ITEMS, task, chunk, "empty list", res)
             return
         tmpl = self.templates[task]
         prov = Provenance(
@@ -141,7 +181,7 @@ class Synthesizer:
                 if self.dedupers[task].check(item.question):
                     raise Rejected(DUPLICATE_QUESTION)
             except Rejected as rej:
-                self._reject(out, rej.reason, task, chunk, str(rej))
+                self._reject(out, rej.reason, task, chunk, str(rej), res, item=raw, index=index)
                 continue
             record = mcq_record(item, prov, index) if task == "mcq" else qa_record(item, prov, index)  # type: ignore[arg-type]
             out.records[kind].append(record)

@@ -4,6 +4,12 @@
       -> per chunk and task one teacher request (transformers | vllm | openai)
       -> JSON extraction -> validation -> decontamination -> near-dup questions
       -> qa/part-*.jsonl, mcq/part-*.jsonl (+ state/ledger.jsonl), then mcq/dev.jsonl
+      -> rejected.jsonl: every rejected reply/item with its chunk, task, reason, raw text (capped)
+
+Replies are constrained to the task's JSON schema (:mod:`.schemas`, ``synth.structured_output``).
+A live bar shows requests done, kept/rejected items, items/s, tokens/s and the ETA; the same
+throughput figures go into the manifest. Without a terminal (Slurm logs) a progress line is
+logged after each shard instead.
 
 Resumable: a killed run continues after its last committed shard (see :mod:`.store`).
 """
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections import Counter
 from itertools import islice
@@ -31,7 +38,8 @@ from .validate import REASONS, Decontaminator, QuestionDeduper
 log = logging.getLogger("astrosage")
 
 DEV_FIELDS = ("id", "question", "A", "B", "C", "D", "answer", "explanation", "topic", "paper_id")
-OUTPUTS = {"qa": "qa", "mcq": "mcq", "mcq_dev": "mcq/dev.jsonl"}
+OUTPUTS = {"qa": "qa", "mcq": "mcq", "mcq_dev": "mcq/dev.jsonl", "rejected": "rejected.jsonl"}
+TOP_REASONS = 5  # rejection reasons shown with an example in the summary
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -101,35 +109,87 @@ def _console():
     return getattr(cli, "console", None) or Console(stderr=True)
 
 
-def _progress(console, total: int | None):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _progress(console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(
         TextColumn("[bold]synth"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("chunks  {task.fields[items]} kept  {task.fields[items_s]:.2f} items/s  {task.fields[tok_s]:.0f} tok/s"),
+        TextColumn(
+            "requests  [green]{task.fields[kept]} kept[/]  [red]{task.fields[rejected]} rejected[/]  "
+            "{task.fields[items_s]:.2f} items/s  {task.fields[tok_s]:.0f} tok/s"
+        ),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
         console=console,
         transient=True,
     )
 
 
-def summary_table(counts: dict[str, int], tasks: Iterable[str]):
-    """The final table: chunks, requests, items generated, rejected per reason, kept per task."""
+class Throughput:
+    """This process's generation rates (a resumed run's earlier shards are not counted)."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.requests = self.items = self.tokens = self.shards = 0
+        self.lock = threading.Lock()
+
+    def add_request(self, completion_tokens: int) -> None:
+        with self.lock:
+            self.requests += 1
+            self.tokens += completion_tokens
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.start
+
+    def rates(self) -> tuple[float, float]:
+        elapsed = max(self.seconds, 1e-9)
+        return self.items / elapsed, self.tokens / elapsed
+
+    def eta_s(self, done: int, total: int | None) -> float | None:
+        if not total or not self.requests or done >= total:
+            return None
+        return (total - done) * self.seconds / self.requests
+
+
+def top_reasons(path: Path, n: int = TOP_REASONS) -> list[tuple[str, int, str]]:
+    """(reason, count, one example detail) for the ``n`` commonest reasons in rejected.jsonl."""
+    import json
+
+    counts: Counter = Counter()
+    example: dict[str, str] = {}
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            counts[row["reason"]] += 1
+            example.setdefault(row["reason"], f"{row['task']} {row['chunk']}: {row.get('detail', '')}")
+    return [(reason, count, example[reason]) for reason, count in counts.most_common(n)]
+
+
+def summary_table(counts: dict[str, int], tasks: Iterable[str], reasons: list[tuple[str, int, str]] | None = None):
+    """The final table: chunks, requests, items, kept per task, and the top rejection reasons with an example."""
     from rich.table import Table
 
     table = Table(title="synth", title_justify="left")
     table.add_column("what")
     table.add_column("count", justify="right")
+    table.add_column("example", overflow="fold", max_width=70)
     for key in ("chunks", "requests", "generated"):
-        table.add_row(key, str(counts.get(key, 0)))
-    for reason in REASONS:
-        if counts.get(f"rejected_{reason}"):
-            table.add_row(f"rejected: {reason}", str(counts[f"rejected_{reason}"]))
+        table.add_row(key, str(counts.get(key, 0)), "")
     for task in tasks:
-        table.add_row(f"kept: {task}", str(counts.get(f"kept_{task}", 0)))
-    table.add_row("mcq dev set", str(counts.get("mcq_dev", 0)))
+        table.add_row(f"kept: {task}", str(counts.get(f"kept_{task}", 0)), "")
+    table.add_row("kept", f"[bold]{counts.get('kept', 0)}[/]", "")
+    table.add_row("rejected", str(counts.get("rejected", 0)), "all in rejected.jsonl" if counts.get("rejected") else "")
+    if reasons is None:
+        reasons = [(r, counts[f"rejected_{r}"], "") for r in REASONS if counts.get(f"rejected_{r}")]
+    for reason, count, example in reasons:
+        table.add_row(f"  {reason}", str(count), example[:200])
+    table.add_row("mcq dev set", str(counts.get("mcq_dev", 0)), "")
     return table
 
 
@@ -161,6 +221,14 @@ def totals(store: ShardStore, tasks: Iterable[str]) -> dict[str, int]:
     counts.update({f"kept_{t}": kept.get(t, 0) for t in tasks})
     counts.update({f"rejected_{r}": n for r, n in sorted(rej.items())})
     return counts
+
+
+def counts_structured(store: ShardStore) -> dict[str, int]:
+    """Replies per structured-output mode over all committed shards."""
+    out: Counter = Counter()
+    for entry in store.entries.values():
+        out.update(entry.get("structured", {}))
+    return dict(sorted(out.items()))
 
 
 def write_dev_set(store: ShardStore, size: int, path: Path) -> list[dict[str, Any]]:
@@ -201,13 +269,22 @@ def run(ctx: StageContext) -> StageResult:
     teacher = teacher_ref(ctx)
 
     backend: Backend | None = None
-    session = {"items": 0, "tokens": 0, "shards": 0, "seconds": 0.0}  # this process only (throughput)
+    rate = Throughput()
     console = _console()
-    total = estimate_chunks(docs, section.chunk_chars, section.chunk_overlap, section.max_chunks)
+    est = estimate_chunks(docs, section.chunk_chars, section.chunk_overlap, section.max_chunks)
+    total = est * len(section.tasks) if est else None
+    last_log = 0.0
     try:
-        with _progress(console, total) as progress:
+        with _progress(console) as progress:
+            done = sum(e["requests"] for e in store.entries.values())
             kept_total = sum(sum(e["kept"].values()) for e in store.entries.values())
-            bar = progress.add_task("synth", total=total, items=kept_total, items_s=0.0, tok_s=0.0)
+            rejected_total = sum(sum(e["rejected"].values()) for e in store.entries.values())
+            bar = progress.add_task("synth", total=total, completed=done, kept=kept_total, rejected=rejected_total, items_s=0.0, tok_s=0.0)
+
+            def on_result(res) -> None:  # per finished request (worker threads for openai)
+                rate.add_request(res.completion_tokens)
+                progress.update(bar, advance=1, tok_s=rate.rates()[1])
+
             chunks = iter_chunks(docs, section.chunk_chars, section.chunk_overlap, section.max_chunks)
             for shard, batch in shards(chunks, section.shard_chunks):
                 if store.done(shard):
@@ -216,28 +293,34 @@ def run(ctx: StageContext) -> StageResult:
                             f"shard {shard} in {store.ledger_path} was made from other chunks than the corpus gives now; "
                             "rerun with --force to start over"
                         )
-                    progress.advance(bar, len(batch))
                     continue
                 if backend is None:
                     backend = make_backend(section.backend, teacher, section, seed=recipe.run.seed)
                     synth = Synthesizer(backend, templates, section, recipe.run.seed, dedupers, decontaminator)
-                t_shard = time.monotonic()
-                result: ShardResult = synth.run_shard(batch)
-                store.commit(shard, result.records, result.ledger_entry(batch))
-                session["seconds"] += time.monotonic() - t_shard
+                    rate = Throughput()  # rates exclude loading the teacher
+                result: ShardResult = synth.run_shard(batch, on_result=on_result)
+                store.commit(shard, {**result.records, "rejected": result.rejections}, result.ledger_entry(batch))
                 for ex in result.examples[:2]:
                     log.debug("synth: rejected (%s, %s, %s): %s", ex["reason"], ex["task"], ex["chunk"], ex["detail"])
-                session["items"] += sum(result.kept.values())
-                session["tokens"] += result.completion_tokens
-                session["shards"] += 1
-                elapsed = max(session["seconds"], 1e-9)
+                done += result.requests
+                rate.items += sum(result.kept.values())
+                rate.shards += 1
                 kept_total += sum(result.kept.values())
-                progress.update(
-                    bar, advance=len(batch), items=kept_total, items_s=session["items"] / elapsed, tok_s=session["tokens"] / elapsed
-                )
+                rejected_total += sum(result.rejected.values())
+                items_s, tok_s = rate.rates()
+                progress.update(bar, completed=done, kept=kept_total, rejected=rejected_total, items_s=items_s, tok_s=tok_s)
+                if not console.is_terminal and time.monotonic() - last_log >= 30:
+                    last_log = time.monotonic()
+                    eta = rate.eta_s(done, total)
+                    log.info(
+                        "synth: %d/%s requests, %d kept, %d rejected, %.2f items/s, %.0f tok/s, ETA %s",
+                        done, total if total else "?", kept_total, rejected_total, items_s, tok_s,
+                        f"{eta / 60:.1f} min" if eta is not None else "?",
+                    )
     finally:
         if backend is not None:
             backend.close()
+    session = {"items": rate.items, "tokens": rate.tokens, "shards": rate.shards, "seconds": rate.seconds if backend is not None else 0.0}
     elapsed = session["seconds"]
 
     counts = totals(store, section.tasks)
@@ -247,7 +330,9 @@ def run(ctx: StageContext) -> StageResult:
     counts["mcq_dev"] = len(dev)
     if "mcq" in section.tasks and len(dev) < section.mcq_dev_size:
         log.warning("synth: only %d validated MCQs for a dev set of %d (more chunks or mcq_per_chunk give more)", len(dev), section.mcq_dev_size)
-    console.print(summary_table(counts, section.tasks))
+    n_logged = store.gather_rejected(ctx.work_dir / OUTPUTS["rejected"])
+    reasons = top_reasons(ctx.work_dir / OUTPUTS["rejected"])
+    console.print(summary_table(counts, section.tasks, reasons))
 
     http_stats = getattr(backend, "stats", None)
     metrics: dict[str, Any] = {
@@ -259,6 +344,14 @@ def run(ctx: StageContext) -> StageResult:
         "teacher": teacher if section.backend == "openai" else Path(teacher).name,
         "prompts": {t: f"{tm.id}@{tm.sha}" for t, tm in templates.items()},
         "rejected_by_reason": {k[len("rejected_"):]: v for k, v in counts.items() if k.startswith("rejected_")},
+        "rejected_logged": n_logged,
+        "top_rejections": [{"reason": r, "count": n, "example": ex} for r, n, ex in reasons],
+        "seconds": round(elapsed, 2),
+        "requests_this_run": rate.requests,
+        "completion_tokens_this_run": rate.tokens,
+        "structured": counts_structured(store),
+        "truncated": sum(e.get("truncated", 0) for e in store.entries.values()),
+        "structured_output": section.structured_output,
         "shards_resumed": resumed,
         "shards_this_run": session["shards"],
         "decontaminated_against": [str(p) for p in bench_files],

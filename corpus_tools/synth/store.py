@@ -2,9 +2,10 @@
 
 Layout inside the stage's work folder::
 
-    qa/part-00000.jsonl      QA records of shard 0 (only committed shards' files)
-    mcq/part-00000.jsonl     MCQ records of shard 0
-    state/ledger.jsonl       one line per committed shard: its chunk keys and counts
+    qa/part-00000.jsonl        QA records of shard 0 (only committed shards' files)
+    mcq/part-00000.jsonl       MCQ records of shard 0
+    rejected/part-00000.jsonl  rejected replies/items of shard 0 (gathered into rejected.jsonl at the end)
+    state/ledger.jsonl         one line per committed shard: its chunk keys and counts
 
 A shard is committed by writing each of its files atomically (temp + rename), then appending
 its ledger line (flushed and fsynced). On resume, shard files without a ledger line (a crash
@@ -26,7 +27,7 @@ from astrosage.artifacts import atomic_write_text
 
 log = logging.getLogger("astrosage")
 
-KINDS = ("qa", "mcq")
+KINDS = ("qa", "mcq", "rejected")
 _PART = re.compile(r"^part-(\d{5,})\.jsonl$")
 
 
@@ -105,6 +106,31 @@ class ShardStore:
                 for line in fh:
                     if line.strip():
                         yield json.loads(line)
+
+    def gather_rejected(self, path: Path) -> int:
+        """Write every committed shard's rejections to ``path`` (JSONL), then drop the shard parts.
+
+        Idempotent across a crash: once the parts are gone, an existing ``path`` is kept as is.
+        Returns the number of lines in ``path``.
+        """
+        parts = [self.shard_path("rejected", s) for s in sorted(self.entries) if self.shard_path("rejected", s).exists()]
+        if parts or not path.exists():
+            tmp = path.with_name(path.name + ".tmp")
+            with tmp.open("w", encoding="utf-8") as out:
+                for part in parts:
+                    with part.open(encoding="utf-8") as fh:
+                        for line in fh:
+                            if line.strip():
+                                out.write(line if line.endswith("\n") else line + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+            for part in parts:
+                part.unlink()
+        if not any((self.root / "rejected").iterdir()):
+            (self.root / "rejected").rmdir()
+        with path.open(encoding="utf-8") as fh:
+            return sum(1 for line in fh if line.strip())
 
     # ------------------------------------------------------------------ writing
     def commit(self, shard: int, records: dict[str, list[dict[str, Any]]], entry: dict[str, Any]) -> None:

@@ -5,6 +5,13 @@ with exponential backoff and jitter (a ``Retry-After`` header wins, capped at ``
 other 4xx answers fail that request only; 401/403/404 stop the stage (nothing would work).
 The API key is read from the env variable named by ``api_key_env`` and never logged: it is
 scrubbed from every error message a result can carry.
+
+Structured outputs: a request with a schema is sent with
+``response_format: {"type": "json_schema", "json_schema": {"name", "schema", "strict": true}}``
+(vLLM, SGLang and hosted APIs enforce it). A server that refuses it (HTTP 400/422 to such a
+request) is asked again with the portable schema (no length/count keywords, which strict-mode
+hosted APIs reject), then without ``response_format``; each step down is logged once with the
+server's words, kept for the rest of the run and reported in every result's ``structured``.
 """
 
 from __future__ import annotations
@@ -20,10 +27,13 @@ from typing import Any, Sequence
 import httpx
 
 from ...http import retry_after_seconds as retry_after_s
-from .base import Backend, BackendError, GenRequest, GenResult
+from .base import Backend, BackendError, GenRequest, GenResult, OnResult
 
 log = logging.getLogger("astrosage")
 
+#: structured-output modes, strongest first; a refusal moves the backend one step down
+FORMAT_MODES = ("json_schema", "json_schema_portable", "none")
+REFUSED_STATUS = frozenset({400, 422})
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 FATAL_STATUS = {401: "unauthorized (check the API key)", 403: "forbidden (check the API key)", 404: "not found (check api_base and the model name)"}
 
@@ -43,8 +53,11 @@ class OpenAIBackend(Backend):
         max_retries: int = 5,
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
+        structured: bool = True,
     ):
         self.model = model
+        #: index into FORMAT_MODES, shared by all request threads (only ever moves down)
+        self._mode = 0 if structured else len(FORMAT_MODES) - 1
         self.url = api_base.rstrip("/") + "/chat/completions"
         self.concurrency = concurrency
         self.timeout_s = timeout_s
@@ -64,13 +77,20 @@ class OpenAIBackend(Backend):
         )
         self._fatal: BackendError | None = None
         self._lock = threading.Lock()
-        self.stats = {"requests": 0, "retries": 0, "timeouts": 0, "rate_limited": 0}
+        self.stats = {"requests": 0, "retries": 0, "timeouts": 0, "rate_limited": 0, "format_refused": 0}
 
     # ------------------------------------------------------------------ public
-    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+    def generate(self, requests: Sequence[GenRequest], on_result: OnResult | None = None) -> list[GenResult]:
         self._fatal = None
+
+        def one(req: GenRequest) -> GenResult:
+            res = self._one(req)
+            if on_result is not None:
+                on_result(res)
+            return res
+
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="synth-http") as pool:
-            results = list(pool.map(self._one, requests))
+            results = list(pool.map(one, requests))
         if self._fatal is not None:
             raise self._fatal
         return results
@@ -92,8 +112,13 @@ class OpenAIBackend(Backend):
         base = self.backoff_s * (2**attempt)
         return min(base * (0.5 + random.random() / 2), self.max_backoff_s)
 
-    def _payload(self, req: GenRequest) -> dict[str, Any]:
-        return {
+    @property
+    def structured_mode(self) -> str:
+        """The structured-output mode requests are sent with now."""
+        return FORMAT_MODES[self._mode]
+
+    def _payload(self, req: GenRequest, mode: int) -> dict[str, Any]:
+        payload: dict[str, Any] = {
             "model": self.model,
             "messages": req.messages,
             "max_tokens": req.max_new_tokens,
@@ -101,11 +126,38 @@ class OpenAIBackend(Backend):
             "top_p": req.top_p,
             "seed": req.seed,
         }
+        if req.schema is not None and FORMAT_MODES[mode] != "none":
+            from ..schemas import portable_schema
+
+            schema = req.schema if FORMAT_MODES[mode] == "json_schema" else portable_schema(req.schema)
+            payload["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": req.schema_name, "schema": schema, "strict": True},
+            }
+        return payload
+
+    def _refused(self, mode: int, resp: httpx.Response) -> None:
+        """The server refused ``response_format`` in ``mode``: step down (once per mode, logged)."""
+        with self._lock:
+            self.stats["format_refused"] += 1
+            if self._mode != mode:  # another thread already stepped down
+                return
+            self._mode = mode + 1
+        detail = self._scrub(" ".join(resp.text.split())[:300])
+        log.warning(
+            "synth: teacher server %s refused response_format %s (HTTP %d: %s); sending %s from now on%s",
+            self.url, FORMAT_MODES[mode], resp.status_code, detail,
+            FORMAT_MODES[mode + 1] if FORMAT_MODES[mode + 1] != "none" else "no response_format",
+            "" if FORMAT_MODES[mode + 1] != "none" else " (JSON is asked for in the prompt only; expect malformed_json rejections)",
+        )
 
     def _one(self, req: GenRequest) -> GenResult:
-        payload = self._payload(req)
         error = "no attempt made"
-        for attempt in range(self.max_retries + 1):
+        refusals = 0
+        attempt = 0
+        while attempt <= self.max_retries:
+            mode = self._mode if req.schema is not None else len(FORMAT_MODES) - 1
+            payload = self._payload(req, mode)
             if self._fatal is not None:
                 return GenResult(text=None, error="stopped: " + str(self._fatal), attempts=attempt, seed=req.seed)
             if attempt:
@@ -124,8 +176,13 @@ class OpenAIBackend(Backend):
                 if status == 200:
                     result = self._parse(resp, attempt + 1, req.seed)
                     if result is not None:
+                        result.structured = FORMAT_MODES[mode] if "response_format" in payload else "none"
                         return result
                     error = "malformed response body (not an OpenAI chat completion)"
+                elif status in REFUSED_STATUS and "response_format" in payload and refusals < len(FORMAT_MODES):
+                    self._refused(mode, resp)
+                    refusals += 1
+                    continue  # the same attempt again, one mode down (no backoff: not a transient error)
                 elif status in FATAL_STATUS:
                     self._fatal = BackendError(f"teacher server {self.url} answered {status}: {FATAL_STATUS[status]}")
                     return GenResult(text=None, error=str(self._fatal), attempts=attempt + 1, seed=req.seed)
@@ -141,6 +198,7 @@ class OpenAIBackend(Backend):
                 delay = self._delay(attempt, retry_after)
                 log.debug("synth: request failed (%s); retry %d/%d in %.1fs", error, attempt + 1, self.max_retries, delay)
                 time.sleep(delay)
+            attempt += 1
         return GenResult(text=None, error=f"{error} (gave up after {self.max_retries + 1} attempts)", attempts=self.max_retries + 1, seed=req.seed)
 
     def _parse(self, resp: httpx.Response, attempts: int, seed: int) -> GenResult | None:
@@ -153,10 +211,12 @@ class OpenAIBackend(Backend):
         if not isinstance(text, str):
             return None
         usage = body.get("usage") or {}
+        finish = body["choices"][0].get("finish_reason")
         return GenResult(
             text=text,
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             attempts=attempts,
             seed=seed,
+            finish_reason=finish if isinstance(finish, str) else None,
         )

@@ -2,6 +2,8 @@
 
 Sampling in a batch shares one random stream, seeded with the batch's first request seed
 (reported as the result's ``seed``); batches are deterministic, so runs are reproducible.
+Requests with a JSON schema are decoded under that schema's grammar (:mod:`.constrained`,
+llguidance), row by row, so a batch may mix tasks.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-from .base import Backend, BackendError, GenRequest, GenResult
+from .base import Backend, BackendError, GenRequest, GenResult, OnResult
 
 log = logging.getLogger("astrosage")
 
@@ -19,7 +21,7 @@ class TransformersBackend(Backend):
 
     name = "transformers"
 
-    def __init__(self, model: str, batch_size: int = 8, dtype: str = "auto"):
+    def __init__(self, model: str, batch_size: int = 8, dtype: str = "auto", structured: bool = True):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -40,12 +42,25 @@ class TransformersBackend(Backend):
             self.lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype).to(self.device).eval()
         except (OSError, ValueError) as exc:
             raise BackendError(f"cannot load the teacher model {model!r}: {exc}") from None
-        log.info("synth: teacher %s loaded with transformers on %s (%s)", model, self.device, torch_dtype)
+        self.grammars = None
+        if structured:
+            from .constrained import SchemaGrammars
 
-    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+            vocab = max(int(self.lm.config.get_text_config().vocab_size), len(self.tokenizer))
+            self.grammars = SchemaGrammars(self.tokenizer, vocab, _eos_ids(self.lm, self.tokenizer))
+        log.info(
+            "synth: teacher %s loaded with transformers on %s (%s)%s", model, self.device, torch_dtype,
+            "; replies constrained to the task's JSON schema (llguidance)" if structured else "",
+        )
+
+    def generate(self, requests: Sequence[GenRequest], on_result: OnResult | None = None) -> list[GenResult]:
         results: list[GenResult] = []
         for start in range(0, len(requests), self.batch_size):
-            results.extend(self._batch(list(requests[start : start + self.batch_size])))
+            batch = self._batch(list(requests[start : start + self.batch_size]))
+            results.extend(batch)
+            if on_result is not None:
+                for res in batch:
+                    on_result(res)
         return results
 
     def _batch(self, batch: list[GenRequest]) -> list[GenResult]:
@@ -58,19 +73,31 @@ class TransformersBackend(Backend):
         kwargs = dict(max_new_tokens=max(r.max_new_tokens for r in batch), do_sample=sample, pad_token_id=self.tokenizer.pad_token_id)
         if sample:
             kwargs.update(temperature=first.temperature, top_p=first.top_p)
+        processor = None
+        if self.grammars is not None and any(r.schema is not None for r in batch):
+            processor = self.grammars.processor([r.schema for r in batch])
+            kwargs["logits_processor"] = [processor]
         torch.manual_seed(first.seed)
         with torch.inference_mode():
             out = self.lm.generate(**enc, **kwargs)
         new = out[:, enc["input_ids"].shape[1] :]
         eos = _eos_ids(self.lm, self.tokenizer)
         results = []
-        for row, req, mask in zip(new.tolist(), batch, enc["attention_mask"].tolist()):
-            n = next((i for i, t in enumerate(row) if t in eos), len(row))
+        for i, (row, req, mask) in enumerate(zip(new.tolist(), batch, enc["attention_mask"].tolist())):
+            n = next((j for j, t in enumerate(row) if t in eos), len(row))
             text = self.tokenizer.decode(row[:n], skip_special_tokens=False)
             for tok in (self.tokenizer.pad_token, self.tokenizer.eos_token):
                 if tok:
                     text = text.replace(tok, "")
-            results.append(GenResult(text=text, prompt_tokens=int(sum(mask)), completion_tokens=n, seed=first.seed))
+            structured = "json_schema" if processor is not None and req.schema is not None else "none"
+            extra = {}
+            if processor is not None and i in processor.errors:
+                structured, extra = "none", {"grammar_error": processor.errors[i][:300]}
+                log.warning("synth: grammar matcher failed for one request (left unconstrained): %s", processor.errors[i][:200])
+            results.append(GenResult(
+                text=text, prompt_tokens=int(sum(mask)), completion_tokens=n, seed=first.seed, structured=structured,
+                finish_reason="stop" if n < len(row) else "length", extra=extra,
+            ))
         return results
 
     def close(self) -> None:
