@@ -62,7 +62,15 @@ class PreemptionHandler:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if isinstance(exc, SystemExit) and exc.code == REQUEUE_EXIT_CODE:
+            # Leaving with "checkpoint written, requeue me": the process is on its way out, and the
+            # requeue marker and exit code 75 are written further up (the CLI). A second SIGTERM now
+            # (schedulers repeat it; launchers forward it again) must not kill it with -15 before
+            # then, or Slurm does not requeue. Keep the flag-setting handlers to the end.
+            log.info("preemption: keeping the SIGTERM/SIGUSR1 handlers until the process exits with %d", REQUEUE_EXIT_CODE)
+            self._previous.clear()
+            return
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous.clear()
