@@ -141,7 +141,9 @@ def test_dry_run_writes_the_exact_upload_folder_with_a_parseable_card(tmp_path, 
     results = {(r.dataset_name, r.metric_type): r.metric_value for r in card.data.eval_results}
     assert results == {("sample-mcq", "accuracy"): 0.625, ("sample-mcq", "ece"): 0.05, ("sample-mcq", "brier"): 0.5, ("sample-mcq", "nll"): 0.9}
     meta = yaml.safe_load((upload / "README.md").read_text().split("---")[1])
-    assert meta["model-index"][0]["name"] == "astrosage-tiny" and meta["license"] == "llama3.1"
+    # the tiny base has no model card: the licence is 'other' (never a made-up default), and the card says so
+    assert meta["model-index"][0]["name"] == "astrosage-tiny" and meta["license"] == "other"
+    assert "unknown: set publish.license" in card.text
     assert meta["datasets"] == ["BAAI/Infinity-Instruct"] and "merge" in meta["tags"]
     text = card.text
     for needed in ("## Training data", "arXiv papers", "never uploaded", "## Evaluation", "62.5%", "n/a (unlabelled)",
@@ -281,3 +283,20 @@ def test_upload_refuses_an_existing_public_repo_when_private_is_asked(tmp_path, 
     with pytest.raises(publish_stage.PublishError, match="already exists and is public"):
         manager.run()
     assert not [c for c in fake_hub if "/preupload/" in c["path"] or "/commit/" in c["path"]]
+
+
+def test_licence_comes_from_the_base_models_card_or_the_recipe(tmp_path, tiny_base):
+    import shutil
+
+    from astrosage.model_card import resolve_license
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_base, base)
+    (base / "README.md").write_text("---\nlicense: apache-2.0\nlibrary_name: transformers\n---\n# a base model\n")
+    off = {s: {"enabled": False} for s in ("corpus", "synth", "cpt", "sft", "merge", "eval", "publish")}
+    recipe = load_recipe_dict({"run": {"name": "lic", "output_dir": str(tmp_path)}, "model": {"base": str(base)}, **off})
+    assert resolve_license(recipe, str(base)) == ("apache-2.0", f"from the base model's card ({base})")
+    pinned = load_recipe_dict({"run": {"name": "lic", "output_dir": str(tmp_path)}, "model": {"base": str(base)}, **off,
+                               "publish": {"enabled": False, "license": "llama3.1"}})
+    assert resolve_license(pinned, str(base)) == ("llama3.1", "publish.license")
+    assert resolve_license(recipe, str(tmp_path / "no-card")) == ("other", "unknown: set publish.license")

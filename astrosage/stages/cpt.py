@@ -47,7 +47,7 @@ def run(ctx: StageContext) -> StageResult:
         ref = _documents_ref(ctx)
         with harness.main_first():
             domain = data.load_records(ref)
-            general = [(data.load_records(m.path, m.split, m.max_samples, seed), m.weight) for m in section.general_mix]
+            general = [(data.load_records(m.path, m.split, m.max_samples, seed, name=m.name), m.weight) for m in section.general_mix]
         documents = data.mix(domain, general, seed, [section.text_field])
         mix_fp = data.mix_fingerprint(
             data.fingerprint(ref),

@@ -42,8 +42,8 @@ def is_local(ref: str) -> bool:
     return path.exists() or ref.startswith((".", "/", "~")) or ref.lower().endswith(_LOCAL_SUFFIXES)
 
 
-def load_records(ref: str | Path, split: str = "train", max_samples: int | None = None, seed: int = 0):
-    """Load a dataset from a local file/folder or the Hub as a ``datasets.Dataset``."""
+def load_records(ref: str | Path, split: str = "train", max_samples: int | None = None, seed: int = 0, name: str | None = None):
+    """Load a dataset from a local file/folder or the Hub (config ``name``) as a ``datasets.Dataset``."""
     import datasets
 
     ref = str(ref)
@@ -54,7 +54,7 @@ def load_records(ref: str | Path, split: str = "train", max_samples: int | None 
         builder, files = _local_files(path)
         ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
     else:
-        ds = datasets.load_dataset(ref, split=split)
+        ds = datasets.load_dataset(ref, name=name, split=split)
     if max_samples is not None and len(ds) > max_samples:
         ds = ds.shuffle(seed=seed).select(range(max_samples))
     return ds

@@ -167,10 +167,10 @@ def load_rows(ref: str, name: str | None = None, split: str = "train", cache_dir
             raise DataError(f"data path {ref!r} does not exist (resolved to {path.resolve()})")
         builder, files = _local_files(path)
         if builder == "json":
-            return datasets.Dataset.from_generator(
-                _json_rows, gen_kwargs={"files": files}, cache_dir=cache_dir,
-                features=datasets.Features({k: datasets.Value("string") for k in ("_raw", "_where", "_load_error")}),
-            )
+            features = datasets.Features({k: datasets.Value("string") for k in ("_raw", "_where", "_load_error")})
+            if next(_json_rows(files), None) is None:  # empty files: an empty dataset, not a datasets error
+                return datasets.Dataset.from_dict({k: [] for k in features}, features=features)
+            return datasets.Dataset.from_generator(_json_rows, gen_kwargs={"files": files}, cache_dir=cache_dir, features=features)
         ds = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train", cache_dir=cache_dir)
         where = str(path)
     else:  # Hub id, or a local dataset folder with configs (README.md `configs:`)
@@ -200,6 +200,8 @@ def conversations(ds, fmt: str = "auto", columns: dict[str, str] | None = None, 
         except RowError as exc:
             return {"messages": "", "_reason": exc.reason, "_detail": str(exc)}
 
+    if len(ds) == 0:
+        return ds, []
     out = ds.map(convert, remove_columns=[c for c in ds.column_names if c != "_where"], num_proc=num_proc)
     rejected = [
         {"where": w, "reason": r, "detail": d}
