@@ -168,7 +168,7 @@ def run(ctx: StageContext) -> StageResult:
 
     metrics.update(template)
     metrics.update({"tokens_added": added_tokens, "embedding_rows_initialised": initialised, "embeddings_resized": resized})
-    reasons = Counter(r["reason"] for r in rejected)
+    reasons = Counter(r["reason"] for r in rejected if r["reason"] != "too_long")  # length drops are counted below
     counts = {
         "conversations": len(mixed),
         "conversations_with_reasoning": n_thinking,
