@@ -350,6 +350,6 @@ def cite_text(name: str, opts: list[str | None], keys_arg: str, bib: Bibliograph
 
 def render_citations(text: str, bib: Bibliography) -> str:
     """Replace every citation command in (prose) ``text`` by the text LaTeX prints for it."""
-    if "\\cite" not in text and "cite" not in text:
+    if "cite" not in text.lower():
         return text
     return replace_commands(text, CITE_COMMANDS, lambda n, o, a: cite_text(n, o, a[0], bib), 1, nopts=2)

@@ -45,9 +45,8 @@ _FRONT_MATTER = (
     "graphicspath", "newcounter", "renewenvironment", "newenvironment", "newtheorem", "hypersetup", "usepackage",
     "printbibliography", "altaffilmark", "facility", "facilities", "software", "tableofcontents", "phantom",
     "markboth", "settowidth", "fontsize", "selectfont", "resizebox", "epsfig", "psfig", "epsfxsize", "rotatebox",
-    "titlehead", "pagerange", "pubyear", "volume", "copyrightyear", "journal", "footnotemark", "marginpar", "marginnote",
-    "todo", "listoftodos", "color", "pagecolor", "definecolor", "st", "sout", "xout", "deleted", "added", "replaced",
-    "comment", "defcitealias", "AuthorCallLimit", "shortauthor", "shorttitle", "def", "makeatletter", "makeatother",
+    "titlehead", "pagerange", "pubyear", "volume", "copyrightyear", "journal", "footnotemark",
+    "listoftodos", "color", "pagecolor", "definecolor", "defcitealias", "AuthorCallLimit", "shortauthor", "shorttitle", "def", "makeatletter", "makeatother",
     "definechangesauthor", "orcid", "arxiv", "newpage", "clearpage", "bigskip", "medskip", "smallskip", "centering",
 )
 _FRONT_NARGS = {"newenvironment": 3, "renewenvironment": 3, "setlength": 2, "addtolength": 2, "setcounter": 2,
@@ -226,7 +225,7 @@ def _structure(text: str, bib: Bibliography | None = None, labels: dict[str, Lab
     text = replace_envs(text, FIGURE_ENVS, _figure)
     head, sep, tail = text.partition("\\appendix")
     if not sep:
-        m = re.search(r"\\begin\s*\{appendix(?:es)?\}", text)
+        m = re.search(r"\\begin\s*\{(?:appendix|appendices|appendixes)\}", text)
         if m:
             head, sep, tail = text[: m.start()], "x", text[m.end() :]
     names = tuple(_SECTION_LEVEL)
@@ -254,7 +253,7 @@ def _structure(text: str, bib: Bibliography | None = None, labels: dict[str, Lab
 _ENSUREMATH = ("ensuremath",)
 _ACCENT_RE = re.compile(r"\\([\'`^\"~=.])\s*(?:\{\s*(\\?[A-Za-z])\s*\}|(\\?[A-Za-z]))|\\([uvHckrdb])\s*\{\s*(\\?[A-Za-z])\s*\}")
 _LINEBREAK = re.compile(r"\\\\\*?(?:\s*\[[^\]]*\])?")
-_ROMAN_RE = re.compile(r"\\romannumeral\s*\{?\s*(\d+)\s*\}?")
+_ROMAN_RE = re.compile(r"\\romannumeral\s*\{?\s*(\d+)(?:\s*\})?")
 _SPACES = re.compile(r"\\[,;:> ]|\\!|~")
 _BEGIN = re.compile(r"\\begin\s*\{([^{}]*)\}")
 _END = re.compile(r"\\end\s*\{[^{}]*\}")

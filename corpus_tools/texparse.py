@@ -17,40 +17,51 @@ def skip_ws(text: str, i: int) -> int:
     return i
 
 
-def read_group(text: str, i: int, open_: str = "{", close: str = "}") -> tuple[str, int] | None:
-    """If ``text[i]`` opens a group, return (content, index after the closing char), else None.
+#: (text, brace table) of the last text in which a group was found unclosed: later reads in that
+#: same text object are lookups, so thousands of unclosed ``{`` cost one scan, not one scan each
+_UNCLOSED: list = [None, {}]
+#: an optional ``[...]`` argument longer than this is not one (bounds the work of an unclosed ``[``)
+MAX_OPTIONAL_CHARS = 8_000
+_LAST_CLOSE: list = [None, -1]  # (text, index of its last "]")
+_BRACES = re.compile(r"\\.|[{}]", re.S)
+_OPTIONAL_PAT = re.compile(r"\\.|[{}\]]", re.S)
 
-    Escaped delimiters (``\\{``) do not count. An unclosed group returns None.
+
+def read_group(text: str, i: int) -> tuple[str, int] | None:
+    """If ``text[i]`` opens a brace group, return (content, index after the closing brace), else None.
+
+    Escaped braces (``\\{``) do not count. An unclosed group returns None. Linear overall: after
+    the first unclosed ``{`` in a text, all its braces are matched once and later reads look up.
     """
-    if i >= len(text) or text[i] != open_:
+    if i >= len(text) or text[i] != "{":
         return None
+    if _UNCLOSED[0] is text:
+        end = _UNCLOSED[1].get(i)
+        return None if end is None else (text[i + 1 : end - 1], end)
     depth = 0
-    j = i
-    n = len(text)
-    # jump between interesting characters with str.find-like scanning via regex
-    pat = _GROUP_PATS[(open_, close)]
-    while True:
-        m = pat.search(text, j)
-        if m is None:
-            return None
+    for m in _BRACES.finditer(text, i):
         tok = m.group(0)
-        j = m.end()
-        if tok[0] == "\\":
-            continue
-        if tok == open_:
+        if tok == "{":
             depth += 1
-        else:
+        elif tok == "}":
             depth -= 1
             if depth == 0:
-                return text[i + 1 : j - 1], j
-        if j >= n:
-            return None
+                return text[i + 1 : m.end() - 1], m.end()
+    _UNCLOSED[0], _UNCLOSED[1] = text, _match_braces(text)
+    return None
 
 
-_GROUP_PATS = {
-    ("{", "}"): re.compile(r"\\.|[{}]", re.S),
-    ("[", "]"): re.compile(r"\\.|[\[\]{}]", re.S),
-}
+def _match_braces(text: str) -> dict[int, int]:
+    """``{index of an opening brace: index after its closing brace}`` for every matched pair."""
+    table: dict[int, int] = {}
+    stack: list[int] = []
+    for m in _BRACES.finditer(text):
+        tok = m.group(0)
+        if tok == "{":
+            stack.append(m.start())
+        elif tok == "}" and stack:
+            table[stack.pop()] = m.end()
+    return table
 
 
 def read_groups(text: str, i: int, most: int) -> tuple[list[str], int]:
@@ -66,24 +77,23 @@ def read_groups(text: str, i: int, most: int) -> tuple[list[str], int]:
 
 
 def read_optional(text: str, i: int) -> tuple[str, int] | None:
-    """Read a ``[...]`` optional argument at ``i`` (braces inside are balanced), else None."""
+    """Read a ``[...]`` optional argument at ``i`` (braces inside balanced, at most
+    :data:`MAX_OPTIONAL_CHARS` long), else None."""
     if i >= len(text) or text[i] != "[":
         return None
+    if _LAST_CLOSE[0] is not text:
+        _LAST_CLOSE[0], _LAST_CLOSE[1] = text, text.rfind("]")
+    if i > _LAST_CLOSE[1]:
+        return None
     depth_brace = 0
-    j = i + 1
-    n = len(text)
-    while j < n:
-        c = text[j]
-        if c == "\\":
-            j += 2
-            continue
+    for m in _OPTIONAL_PAT.finditer(text, i + 1, min(len(text), i + 1 + MAX_OPTIONAL_CHARS)):
+        c = m.group(0)
         if c == "{":
             depth_brace += 1
         elif c == "}":
             depth_brace -= 1
         elif c == "]" and depth_brace <= 0:
-            return text[i + 1 : j], j + 1
-        j += 1
+            return text[i + 1 : m.start()], m.end()
     return None
 
 
