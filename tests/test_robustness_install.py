@@ -142,6 +142,5 @@ def test_every_third_party_import_is_a_declared_dependency(wheel):
     not_declared_on_purpose = {
         "pydantic_core": "pydantic's own core, pinned exactly by pydantic",
         "vllm": "GPU-only synth backend, imported only when synth.backend=vllm, with a 'pip install vllm' error",
-        "llguidance": "optional constrained decoding for the transformers synth backend (a teammate's work in progress)",
     }
     assert {m: d for m, d in undeclared.items() if m not in not_declared_on_purpose} == {}
