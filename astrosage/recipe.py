@@ -244,7 +244,10 @@ class SynthSection(_Section):
         default=32, gt=0, description="Chunks per output shard; a shard is committed atomically, and a killed run resumes after the last committed one."
     )
     prompt_version: str = Field(
-        default="v1", pattern=r"^[A-Za-z0-9._-]+$", description="Prompt templates to use: <task>_<version>.j2 (shipped: v1)."
+        default="v2",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Prompt templates to use: <task>_<version>.j2 (shipped: v1; v2 = v1 asking items to cite the work as "
+        "'Smith et al. (2021)' from the corpus's authors and year).",
     )
     prompt_dir: Path | None = Field(
         default=None, description="Folder with your own <task>_<version>.j2 prompt templates (tried before the shipped ones)."

@@ -9,7 +9,7 @@ Steps and where their state lives:
 3. global: benchmark-overlap drop (or flag), exact + MinHash-LSH near-duplicate removal, in
    (submission date, id) order so the earliest version of a paper is kept.
 4. output: ``docs/part-NNNNN.parquet`` (id, title, abstract, text, categories, date, source,
-   license, n_chars, contamination), ``rejected.jsonl`` (id, reason, detail), counts.
+   license, n_chars, contamination, authors, year), ``rejected.jsonl`` (id, reason, detail), counts.
 
 "tokens" in the counts is a whitespace-token estimate (``len(text.split())``), not a tokenizer count.
 """
@@ -50,6 +50,7 @@ DOC_SCHEMA = pa.schema([
     ("id", pa.string()), ("title", pa.string()), ("abstract", pa.string()), ("text", pa.string()),
     ("categories", pa.list_(pa.string())), ("date", pa.string()), ("source", pa.string()), ("license", pa.string()),
     ("n_chars", pa.int64()), ("contamination", pa.string()),
+    ("authors", pa.list_(pa.string())), ("year", pa.int32()),
 ])
 MISSING_REASONS = ("eprint_missing", "download_failed", "eprint_not_found")
 
@@ -247,7 +248,8 @@ def run(ctx: StageContext) -> StageResult:
         if docs_dir.exists():
             shutil.rmtree(docs_dir)
         docs_dir.mkdir(parents=True)
-        kept, tokens, chars = _write_docs(shards, keep, contamination, docs_dir, cfg.shard_docs, bars)
+        authors = {r["id"]: list(r.get("authors") or []) for r in gathered.records}
+        kept, tokens, chars = _write_docs(shards, keep, contamination, authors, docs_dir, cfg.shard_docs, bars)
         rejected.sort(key=lambda r: r["id"])
         atomic_write_text(work / "rejected.jsonl", dumps_jsonl({"id": r["id"], "reason": r["reason"], "detail": r.get("detail", "")}
                                                                for r in rejected))
@@ -261,10 +263,14 @@ def run(ctx: StageContext) -> StageResult:
     return StageResult(counts=counts, metrics=metrics, outputs={"docs": "docs", "rejected": "rejected.jsonl"})
 
 
-def _write_docs(shards: list[Path], keep: set[str], contamination: dict[str, str], out: Path, per_shard: int,
-                bars: _Bars) -> tuple[int, int, int]:
-    """Stream kept rows of the extract shards into ``out/part-NNNNN.parquet`` (``per_shard`` rows each)."""
-    cols = [f.name for f in DOC_SCHEMA if f.name != "contamination"]
+def _write_docs(shards: list[Path], keep: set[str], contamination: dict[str, str], authors: dict[str, list[str]], out: Path,
+                per_shard: int, bars: _Bars) -> tuple[int, int, int]:
+    """Stream kept rows of the extract shards into ``out/part-NNNNN.parquet`` (``per_shard`` rows each).
+
+    ``authors`` (paper id -> names, from the harvested metadata) and the submission year are
+    added to each row, so synthetic items can cite the work as "Smith et al. (2021)".
+    """
+    cols = [f.name for f in DOC_SCHEMA if f.name not in ("contamination", "authors", "year")]
     buffer: list[dict[str, Any]] = []
     writer: pq.ParquetWriter | None = None
     part = in_shard = kept = tokens = chars = 0
@@ -287,6 +293,9 @@ def _write_docs(shards: list[Path], keep: set[str], contamination: dict[str, str
                 if row["id"] not in keep:
                     continue
                 row["contamination"] = contamination.get(row["id"])
+                row["authors"] = authors.get(row["id"], [])
+                year = str(row.get("date") or "")[:4]
+                row["year"] = int(year) if year.isdigit() else None
                 buffer.append(row)
                 kept += 1
                 in_shard += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -51,6 +52,18 @@ def test_outputs_and_schema(built):
     assert list(doc)[: len(FIELDS)] == FIELDS
     assert doc["n_chars"] == len(doc["text"]) and doc["source"] == "arxiv"
     assert not list(built["dir"].glob("_work")), "intermediate files must not stay in the stage folder"
+
+
+def test_docs_carry_authors_and_year_from_the_metadata(built):
+    from corpus_tools.records import read_jsonl
+
+    meta = {r["id"]: r for r in read_jsonl(SAMPLE_CORPUS / "metadata.jsonl")}
+    docs = built["docs"]
+    assert pq.read_schema(next((built["dir"] / "docs").glob("*.parquet"))).field("authors").type == pa.list_(pa.string())
+    for pid, doc in docs.items():
+        assert doc["authors"] == meta[pid]["authors"] and doc["authors"], pid
+        assert doc["year"] == int(meta[pid]["submitted"][:4]) == int(doc["date"][:4])
+    assert docs["astro-ph/0601001"]["authors"] == ["Eleanor Whitcombe", "Jorge Ibarra"]
 
 
 def test_datasets_can_load_the_docs(built):

@@ -29,8 +29,9 @@ VOCAB = (
 ).split()
 
 
-def write_docs(path: Path, n_docs: int = 4, chars: int = 2400, seed: int = 0) -> Path:
-    """A parquet shard in the corpus contract (id, title, abstract, text, categories, date, source, license, n_chars)."""
+def write_docs(path: Path, n_docs: int = 4, chars: int = 2400, seed: int = 0, authors: list[str] | None = None) -> Path:
+    """A parquet shard in the corpus contract (id, title, abstract, text, categories, date, source, license, n_chars;
+    with ``authors``, also the authors and year columns)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -50,6 +51,8 @@ def write_docs(path: Path, n_docs: int = 4, chars: int = 2400, seed: int = 0) ->
             dict(id=pid, title=f"Synthetic study number {i} of {rng.choice(VOCAB)} physics", abstract="We study things. " * 3,
                  text=text, categories="astro-ph.GA", date=f"2024-01-{i + 1:02d}", source="test", license="cc-by", n_chars=len(text))
         )
+        if authors is not None:
+            rows[-1].update(authors=list(authors), year=2024)
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path

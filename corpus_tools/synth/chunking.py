@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-DOC_COLUMNS = ("id", "title", "abstract", "text", "date", "categories")
+DOC_COLUMNS = ("id", "title", "abstract", "text", "date", "categories", "authors", "year")
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]?\s")
 
 
@@ -30,6 +30,8 @@ class Chunk:
     categories: str = ""
     start: int = 0
     end: int = 0
+    #: the paper's authors as in its metadata (corpus column ``authors``; empty when unknown)
+    authors: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -82,18 +84,23 @@ def split_text(text: str, chunk_chars: int, overlap: int) -> list[tuple[int, int
 
 
 def chunk_document(doc: dict, chunk_chars: int, overlap: int) -> list[Chunk]:
-    """Chunks of one corpus row (id, title, abstract, text, date, categories)."""
+    """Chunks of one corpus row (id, title, abstract, text, date, categories, authors, year)."""
     text = str(doc.get("text") or "")
     date = str(doc.get("date") or "")
     cats = doc.get("categories") or ""
     if isinstance(cats, (list, tuple)):
         cats = " ".join(str(c) for c in cats)
+    year = str(doc.get("year") or "") or date[:4]
+    authors = doc.get("authors") or ()
+    if isinstance(authors, str):  # a hand-made corpus may hold "A. Smith, B. Lee"
+        authors = [a for a in authors.split(",") if a.strip()]
     common = dict(
         paper_id=str(doc["id"]),
         title=" ".join(str(doc.get("title") or "").split()),
         abstract=" ".join(str(doc.get("abstract") or "").split()),
-        year=date[:4] if date[:4].isdigit() else "",
+        year=year if year.isdigit() else "",
         categories=str(cats),
+        authors=tuple(" ".join(str(a).split()) for a in authors if str(a).strip()),
     )
     return [
         Chunk(chunk_index=i, text=text[s:e].strip(), start=s, end=e, **common)

@@ -101,7 +101,7 @@ class Synthesizer:
                 messages = self.templates[task].render(chunk, n)
                 req = GenRequest(
                     messages, request_seed(self.run_seed, chunk, task), s.max_new_tokens, s.temperature, s.top_p,
-                    schema=response_schema(task, n) if structured else None, schema_name=schema_name(task),
+                    schema=response_schema(task, n, s.max_new_tokens) if structured else None, schema_name=schema_name(task),
                 )
                 out.append((chunk, task, req))
         return out

@@ -3,7 +3,7 @@
 QA (``qa/*.jsonl``)::
 
     {"messages": [{"role": "user", ...}, {"role": "assistant", "content": "<think>\\n...\\n</think>\\n\\nanswer"}],
-     "meta": {"id", "task", "reasoning", "paper_id", "chunk_index", "backend", "model", "prompt", "prompt_sha",
+     "meta": {"id", "task", "reasoning", "rewritten_refs", "paper_id", "chunk_index", "backend", "model", "prompt", "prompt_sha",
               "sampling": {...}, "seed", "source"}}
 
 MCQ (``mcq/*.jsonl``; loadable by ``eval.data.load_benchmark``)::
@@ -73,6 +73,7 @@ def qa_record(item: QAItem, prov: Provenance, index: int) -> dict[str, Any]:
     ident = item_id(prov, index, "synth")
     meta = prov.meta(ident)
     meta["reasoning"] = item.reasoning is not None
+    meta["rewritten_refs"] = item.rewritten
     return {
         "messages": [
             {"role": "user", "content": item.question},
@@ -103,5 +104,5 @@ def mcq_record(item: MCQItem, prov: Provenance, index: int) -> dict[str, Any]:
         "explanation": item.explanation,
         "topic": item.topic,
         "paper_id": prov.chunk.paper_id,
-        "meta": prov.meta(ident),
+        "meta": {**prov.meta(ident), "rewritten_refs": item.rewritten},
     }

@@ -1,6 +1,8 @@
 """Versioned prompt templates: ``prompts/<task>_<version>.j2`` (Jinja) -> chat messages.
 
-A template renders the user message for one chunk. Its id (``qa_v1``) and a short hash of its
+A template renders the user message for one chunk from: title, abstract, text, paper_id, year,
+citation ("arXiv:2401.00417 (2024)"), authors ("Smith et al."), cite_as ("Smith et al. (2024)",
+or the arXiv citation when the authors are unknown) and n_items. Its id (``qa_v1``) and a short hash of its
 text go into every item's provenance, so a changed prompt is visible in the data. Change a
 shipped prompt by adding a new version file, never by editing an old one.
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 import jinja2
 
 from .chunking import Chunk
+from .citation import author_citation, short_authors
 
 PACKAGE_PROMPTS = Path(__file__).resolve().parent / "prompts"
 TASKS = ("qa", "qa_reasoning", "mcq")
@@ -46,6 +49,8 @@ class PromptTemplate:
             paper_id=chunk.paper_id,
             year=chunk.year,
             citation=citation(chunk),
+            authors=short_authors(chunk.authors),
+            cite_as=author_citation(chunk.authors, chunk.year) or citation(chunk),
             n_items=n_items,
         )
         return [{"role": "user", "content": text.strip()}]

@@ -1,7 +1,9 @@
 """Checks on generated items; every rejection has a reason (counted by the stage).
 
 Per item: required fields and types, minimum lengths, no reference to "this paper" / "the
-authors" / "the excerpt" without a citation, and for MCQs a valid answer letter, four distinct
+authors" / "the excerpt" without a citation (where the paper's authors and year are known,
+"this paper" / "the authors" / "we find" are rewritten to "Smith et al. (2021)" instead, see
+:mod:`.citation`; references to the prompt itself are always rejected), and for MCQs a valid answer letter, four distinct
 options of balanced length and no answer leaked in the stem. Across items: near-duplicate
 questions (MinHash-LSH, reusing :mod:`corpus_tools.dedup`) and benchmark contamination (the
 corpus stage's 13-gram rule, :mod:`corpus_tools.decontam`).
@@ -17,6 +19,7 @@ from typing import Any, Iterable
 from ..decontam import NgramIndex, load_benchmark_texts
 from ..dedup import MinHasher, NearDedup
 from .chunking import Chunk
+from .citation import family_name, rewrite_references
 
 LETTERS = ("A", "B", "C", "D")
 
@@ -74,6 +77,8 @@ class QAItem:
     question: str
     answer: str
     reasoning: str | None = None
+    #: references to the source rewritten into the author-year citation
+    rewritten: int = 0
 
     def text(self) -> str:
         return " ".join(p for p in (self.question, self.reasoning, self.answer) if p)
@@ -88,6 +93,7 @@ class MCQItem:
     answer: int
     explanation: str
     topic: str | None = None
+    rewritten: int = 0
 
     def text(self) -> str:
         return " ".join((self.question, *self.options, self.explanation))
@@ -123,9 +129,26 @@ def check_context(texts: Iterable[str], chunk: Chunk) -> None:
     if m is None:
         return
     low = joined.lower()
-    anchored = "et al" in low or chunk.paper_id.lower() in low or (len(chunk.title) >= 12 and chunk.title.lower() in low)
+    first_author = family_name(chunk.authors[0]).lower() if chunk.authors else ""
+    anchored = (
+        "et al" in low or chunk.paper_id.lower() in low or (len(chunk.title) >= 12 and chunk.title.lower() in low)
+        or (len(first_author) >= 2 and re.search(rf"\b{re.escape(first_author)}\b", low) is not None)
+    )
     if not anchored:
         raise Rejected(CONTEXT_REFERENCE, f"{m.group(0)!r} without naming the work")
+
+
+def _rewrite(texts: list[str | None], chunk: Chunk) -> tuple[list[str | None], int]:
+    """Each text with references to the source turned into the chunk's author-year citation."""
+    out, total = [], 0
+    for text in texts:
+        if text is None:
+            out.append(None)
+            continue
+        new, n = rewrite_references(text, chunk.authors, chunk.year)
+        out.append(new)
+        total += n
+    return out, total
 
 
 def validate_qa(raw: Any, chunk: Chunk, reasoning: bool) -> QAItem:
@@ -141,8 +164,9 @@ def validate_qa(raw: Any, chunk: Chunk, reasoning: bool) -> QAItem:
         raise Rejected(TOO_SHORT, "answer")
     if chain is not None and len(chain) < MIN_REASONING_CHARS:
         raise Rejected(TOO_SHORT, "reasoning")
+    (question, answer, chain), rewritten = _rewrite([question, answer, chain], chunk)
     check_context([question, answer, chain or ""], chunk)
-    return QAItem(question, answer, chain)
+    return QAItem(question, answer, chain, rewritten)  # type: ignore[arg-type]
 
 
 def _options(raw: dict[str, Any]) -> list[str]:
@@ -214,8 +238,9 @@ def validate_mcq(raw: Any, chunk: Chunk, max_option_ratio: float) -> MCQItem:
         raise Rejected(DUPLICATE_OPTIONS)
     check_answer_leak(question, options, answer)
     check_option_balance(options, max_option_ratio)
+    (question, explanation), rewritten = _rewrite([question, explanation], chunk)
     check_context([question, *options], chunk)
-    return MCQItem(question, tuple(options), answer, explanation, topic)  # type: ignore[arg-type]
+    return MCQItem(question, tuple(options), answer, explanation, topic, rewritten)  # type: ignore[arg-type]
 
 
 class QuestionDeduper:
