@@ -134,3 +134,15 @@ def test_overlong_conversations_are_cut_at_a_turn_boundary_or_dropped(tmp_path):
     bad = datasets.Dataset.from_list([{"messages": [{"role": "user", "content": "no answer"}], "_where": "b:7"}])
     out, counts, rejected = tokenize_conversations(bad, tok, plan, max_len=120, overlong="truncate", assistant_only=True)
     assert len(out) == 0 and Counter(counts) == Counter({"rejected_no_assistant_turn": 1}) and rejected[0]["where"] == "b:7"
+
+
+def test_tokenization_in_several_processes_is_identical(tmp_path):
+    tok = family_tokenizer("chatml (dolphin)")
+    plan, _ = check_template(tok, make_plan(tok, "chatml"), stop_ids("chatml (dolphin)", tok), reasoning=True)
+    path = _write_jsonl(tmp_path / "many.jsonl", [INFINITY_INSTRUCT, OPENHERMES] * 20 + [{"messages": "bad"}])
+    results = []
+    for procs in (None, 2):
+        ds, rejected = conversations(load_rows(str(path), cache_dir=str(tmp_path / f"c{procs}")), num_proc=procs)
+        out, counts, bad = tokenize_conversations(ds, tok, plan, 256, "truncate", True, num_proc=procs)
+        results.append((out["input_ids"], out["assistant_masks"], counts, [r["where"] for r in rejected + bad]))
+    assert results[0] == results[1] and len(results[0][0]) == 40 and results[0][3] == [f"{path}:41"]

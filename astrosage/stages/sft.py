@@ -46,12 +46,12 @@ def _conversation_sources(ctx: StageContext) -> list[Any]:
     return sources
 
 
-def load_conversations(source, seed: int, cache_dir: str) -> tuple[Any, list[dict[str, str]]]:
+def load_conversations(source, seed: int, cache_dir: str, num_proc: int | None = None) -> tuple[Any, list[dict[str, str]]]:
     """One data source -> (dataset with ``messages`` and ``_where``, rejected rows)."""
     from ..training import sft_data
 
     rows = sft_data.load_rows(source.path, source.name, source.split, cache_dir=cache_dir)
-    ds, rejected = sft_data.conversations(rows, source.format, source.columns or None)
+    ds, rejected = sft_data.conversations(rows, source.format, source.columns or None, num_proc=num_proc)
     if source.max_samples is not None and len(ds) > source.max_samples:
         ds = ds.shuffle(seed=seed).select(range(source.max_samples))
     if len(ds) == 0:
@@ -103,12 +103,12 @@ def run(ctx: StageContext) -> StageResult:
         with harness.main_first():
             domain_parts = []
             for src in _conversation_sources(ctx):
-                ds, bad = load_conversations(src, seed, cache_dir)
+                ds, bad = load_conversations(src, seed, cache_dir, section.num_proc)
                 domain_parts.append(ds)
                 rejected += bad
             general_parts = []
             for mix in section.general_mix:
-                ds, bad = load_conversations(mix, seed, cache_dir)
+                ds, bad = load_conversations(mix, seed, cache_dir, section.num_proc)
                 general_parts.append(ds)
                 rejected += bad
             domain_parts = prepare_conversations(domain_parts, section, seed)
@@ -126,7 +126,8 @@ def run(ctx: StageContext) -> StageResult:
         # ---- token ids + assistant masks (any template), overlong conversations cut at turn boundaries
         with harness.main_first():
             train_dataset, length_counts, bad = sft_data.tokenize_conversations(
-                mixed.select_columns(["messages", "_where"]), tokenizer, plan, section.max_seq_len, section.overlong, section.assistant_only_loss
+                mixed.select_columns(["messages", "_where"]), tokenizer, plan, section.max_seq_len, section.overlong,
+                section.assistant_only_loss, num_proc=section.num_proc,
             )
         rejected += bad
         if harness.is_main():

@@ -149,15 +149,19 @@ def _content_missing(span_text: str, content: str) -> str | None:
 def _tokens_in_spans(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> tuple[list[int], list[int]]:
     """Mask of tokens inside the character spans (a token straddling a span's start counts; one
     running past its end does not, so a partial match never trains the next header) + span ends."""
+    import bisect
+
     mask = [0] * len(offsets)
     ends: list[int] = []
+    token_ends = [e for _, e in offsets]  # non-decreasing
     for start, end in spans:
         last = -1
-        for t, (s, e) in enumerate(offsets):
-            if e <= start or s >= end or (s == e):
-                continue
+        for t in range(bisect.bisect_right(token_ends, start), len(offsets)):
+            s, e = offsets[t]
             if e > end:
                 break
+            if s == e:  # zero-width token (no characters)
+                continue
             mask[t] = 1
             last = t
         if last >= 0:

@@ -202,7 +202,8 @@ def conversations(ds, fmt: str = "auto", columns: dict[str, str] | None = None, 
 
     if len(ds) == 0:
         return ds, []
-    out = ds.map(convert, remove_columns=[c for c in ds.column_names if c != "_where"], num_proc=num_proc)
+    num_proc = num_proc if num_proc and num_proc > 1 and len(ds) >= 2 * num_proc else None
+    out = ds.map(convert, remove_columns=[c for c in ds.column_names if c != "_where"], num_proc=num_proc, desc="sft: rows -> conversations")
     rejected = [
         {"where": w, "reason": r, "detail": d}
         for w, r, d in zip(out["_where"], out["_reason"], out["_detail"])
@@ -229,8 +230,11 @@ def fit_length(ex, max_len: int, overlong: str):
     return ex, True
 
 
-def tokenize_conversations(ds, tokenizer, plan: MaskPlan, max_len: int, overlong: str, assistant_only: bool):
-    """Conversations -> ``input_ids`` + ``assistant_masks`` rows; returns (dataset, counts, rejected)."""
+def tokenize_conversations(ds, tokenizer, plan: MaskPlan, max_len: int, overlong: str, assistant_only: bool, num_proc: int | None = None):
+    """Conversations -> ``input_ids`` + ``assistant_masks`` rows; returns (dataset, counts, rejected).
+
+    ``num_proc`` > 1 encodes in that many processes (``datasets.map``); the result is identical.
+    """
     def batch(rows):
         out: dict[str, list] = {"input_ids": [], "assistant_masks": [], "_where": [], "_status": []}
         for where, messages in zip(rows["_where"], rows["messages"]):
@@ -251,7 +255,8 @@ def tokenize_conversations(ds, tokenizer, plan: MaskPlan, max_len: int, overlong
                 out["_status"].append(status)
         return out
 
-    tokenized = ds.map(batch, batched=True, batch_size=64, remove_columns=ds.column_names)
+    procs = num_proc if num_proc and num_proc > 1 and len(ds) >= 2 * num_proc else None
+    tokenized = ds.map(batch, batched=True, batch_size=64, remove_columns=ds.column_names, num_proc=procs, desc="sft: token ids + assistant masks")
     statuses = tokenized["_status"]
     counts: Counter = Counter()
     rejected = []
