@@ -123,3 +123,19 @@ def test_base_model_without_template_takes_the_instruct_template(tmp_path):
     assert saved.chat_template == template_text("llama-3.1-instruct") and saved.eos_token == "<|eot_id|>"
     stops = GenerationConfig.from_pretrained(folder).eos_token_id
     assert saved.convert_tokens_to_ids("<|eot_id|>") in stops and saved.convert_tokens_to_ids("<|end_of_text|>") in stops
+
+
+@pytest.mark.slow
+def test_the_tiny_recipe_runs_every_stage_on_a_chatml_chat_model(tmp_path):
+    """The issue's report, replayed: `astrosage run recipes/tiny-cpu.yaml` with a ChatML chat model (no generation
+    markers, turns end with '<|im_end|>\\n') as model.base and model.base_instruct, default SFT settings."""
+    from astrosage.recipe import load_recipe
+
+    base = family_model("chatml (dolphin)", tmp_path / "base", seed=0)
+    instruct = family_model("chatml (dolphin)", tmp_path / "instruct", seed=1)
+    recipe = load_recipe(REPO / "recipes" / "tiny-cpu.yaml", overrides=[
+        f"run.output_dir={tmp_path / 'runs'}", f"model.base={base}", f"model.base_instruct={instruct}"])
+    outcomes = RunManager(recipe).run()
+    assert {o.stage: o.status for o in outcomes} == {s: "done" for s in ("corpus", "synth", "cpt", "sft", "merge", "eval", "publish")}
+    sft = json.loads((tmp_path / "runs" / recipe.run.name / "sft" / "manifest.json").read_text())
+    assert sft["metrics"]["mask_method"] == "derived" and sft["metrics"]["end_of_turn_token"] == "<|im_end|>"
