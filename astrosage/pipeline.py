@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .recipe import Recipe, SynthSection
+from .recipe import ModelSection, Recipe, SynthSection
 
 log = logging.getLogger("astrosage")
 
@@ -90,10 +90,17 @@ class StageSpec:
     entry: str | None = None
     #: the issue/feature that will provide it, named in the "not available" error
     planned: str = ""
+    #: the sections that define the result *for this recipe* (default: ``sections``); e.g. the merge
+    #: stage's eval settings count only when it sweeps
+    key_sections: Callable[[Recipe], tuple[str, ...]] | None = None
 
     @property
     def available(self) -> bool:
         return self.entry is not None
+
+    def sections_for(self, recipe: Recipe) -> tuple[str, ...]:
+        """The (dotted) recipe sections hashed into this stage's cache key for ``recipe``."""
+        return tuple(self.key_sections(recipe)) if self.key_sections is not None else self.sections
 
     def load(self) -> Callable[[StageContext], StageResult]:
         """Import and return the stage function (raises StageNotAvailable if there is none)."""
@@ -127,6 +134,37 @@ def _last_model_stage(recipe: Recipe, before: str) -> list[str]:
 #: server restarted on another port must not throw away resumable work
 _SYNTH_TRANSPORT = {"api_base", "api_key_env", "concurrency", "timeout_s", "max_retries", "retry_backoff_s", "max_backoff_s"}
 _SYNTH_SECTIONS = tuple(f"synth.{name}" for name in SynthSection.model_fields if name not in _SYNTH_TRANSPORT)
+
+
+#: training settings that change how progress is logged, saved or prepared, not the trained weights:
+#: editing them resumes the stage's checkpoints instead of discarding them
+_TRAINING_TRANSPORT = {"logging_steps", "save_steps", "save_total_limit", "keep_checkpoints", "num_proc"}
+#: model settings the training stages do not read (sft reads base_instruct only for its chat template)
+_MODEL_TRANSPORT = {"base_instruct"}
+
+
+def _fields(section: str, model: type, transport: set[str]) -> tuple[str, ...]:
+    return tuple(f"{section}.{name}" for name in model.model_fields if name not in transport)
+
+
+_MODEL_SECTIONS = _fields("model", ModelSection, _MODEL_TRANSPORT)
+
+
+def _training_sections(recipe: Recipe, stage: str) -> tuple[str, ...]:
+    section = getattr(recipe, stage)
+    model = _MODEL_SECTIONS
+    if stage == "sft" and section.chat_template == "instruct":
+        model = tuple(f"model.{name}" for name in ModelSection.model_fields)
+    return (*model, *_fields(stage, type(section), _TRAINING_TRANSPORT), "run.seed")
+
+
+_MERGE_EVAL = ("eval.benchmarks", "eval.method", "eval.limit", "eval.batch_size")
+
+
+def _merge_sections(recipe: Recipe) -> tuple[str, ...]:
+    """Eval settings define a merge only when a sweep scores candidates with the evaluator."""
+    sweeping = bool(recipe.merge.sweep or recipe.merge.sweep_density)
+    return ("model", "merge", *(_MERGE_EVAL if sweeping else ()))
 
 
 def _mix(mix: list) -> dict[str, str]:
@@ -171,6 +209,7 @@ STAGES: dict[str, StageSpec] = {
             name="cpt",
             summary="continued pretraining of the base model on the corpus",
             sections=("model", "cpt", "run.seed"),
+            key_sections=lambda r: _training_sections(r, "cpt"),
             upstream=lambda r: _enabled(r, "corpus"),
             external=lambda r: {
                 "base": r.model.base,
@@ -184,10 +223,12 @@ STAGES: dict[str, StageSpec] = {
             name="sft",
             summary="supervised fine-tuning on synthetic QA (with <think> reasoning)",
             sections=("model", "sft", "run.seed"),
+            key_sections=lambda r: _training_sections(r, "sft"),
             upstream=lambda r: _enabled(r, "cpt", "synth"),
             external=lambda r: {
                 "base": r.model.base,
                 **({"dataset": r.sft.dataset.path} if r.sft.dataset else {}),
+                **({"base_instruct": r.model.base_instruct} if r.sft.chat_template == "instruct" and r.model.base_instruct else {}),
                 **_mix(r.sft.general_mix),
             },
             entry="astrosage.stages.sft:run",
@@ -197,7 +238,8 @@ STAGES: dict[str, StageSpec] = {
             name="merge",
             summary="merge the trained model with the base-instruct model (mergekit)",
             # a sweep scores candidates with the evaluator, so its settings define the result too
-            sections=("model", "merge", "eval.benchmarks", "eval.method", "eval.limit", "eval.batch_size"),
+            sections=("model", "merge", *_MERGE_EVAL),
+            key_sections=_merge_sections,
             upstream=lambda r: _last_model_stage(r, "merge"),
             external=lambda r: {
                 "base_instruct": r.model.base_instruct or "",

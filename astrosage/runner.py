@@ -341,7 +341,20 @@ class RunManager:
         return manifest if manifest.get("status") == "complete" else None
 
     def cache_key(self, spec: StageSpec, upstream: dict[str, dict[str, Any]]) -> tuple[str, dict[str, str]]:
-        """Key that decides whether a cached stage result is still valid, and its inputs."""
+        """Key that decides whether a cached stage result is still valid, and its inputs.
+
+        Only result-affecting settings are hashed (``StageSpec.sections_for``): editing a logging or
+        checkpointing field keeps the cached result and resumes an unfinished one.
+        """
+        inputs = self._inputs(spec, upstream)
+        return self._key(spec, spec.sections_for(self.recipe), inputs), inputs
+
+    def _legacy_key(self, spec: StageSpec, inputs: dict[str, str]) -> str:
+        """The key of astrosage versions that hashed whole sections: equal means every setting is
+        unchanged, so results and unfinished work recorded under it are still valid."""
+        return self._key(spec, spec.sections, inputs)
+
+    def _inputs(self, spec: StageSpec, upstream: dict[str, dict[str, Any]]) -> dict[str, str]:
         inputs: dict[str, str] = {}
         for name, manifest in sorted(upstream.items()):
             inputs[f"stage:{name}"] = manifest["artifact_hash"]
@@ -349,13 +362,11 @@ class RunManager:
         for name, ref in sorted(spec.external(self.recipe).items()):
             if ref:
                 inputs[name] = model_fingerprint(ref, self.recipe.model.revision if name == "base" else None, seed)
-        payload = {
-            "stage": spec.name,
-            "section_hash": section_hash(self.recipe, *spec.sections),
-            "inputs": inputs,
-        }
-        key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-        return key, inputs
+        return inputs
+
+    def _key(self, spec: StageSpec, sections: tuple[str, ...], inputs: dict[str, str]) -> str:
+        payload = {"stage": spec.name, "section_hash": section_hash(self.recipe, *sections), "inputs": inputs}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def upstream_manifests(self, spec: StageSpec) -> dict[str, dict[str, Any]]:
         """Manifests of the stages ``spec`` reads; a clear error if one has not been produced."""
@@ -409,14 +420,15 @@ class RunManager:
             self.recover(stage)
             upstream = self.upstream_manifests(spec)
             key, inputs = self.cache_key(spec, upstream)
+            valid_keys = {key, self._legacy_key(spec, inputs)}
             existing = self.read_manifest(stage)
-            if existing is not None and existing.get("cache_key") == key and not force:
+            if existing is not None and existing.get("cache_key") in valid_keys and not force:
                 log.info("stage %s: up to date (manifest matches), skipping; use --force to rerun", stage)
                 report(StageOutcome(stage, "cached", "manifest matches", 0.0, existing.get("metrics", {}), self.run_dir / stage))
                 continue
             start = time.monotonic()
             try:
-                manifest = self._run_stage(spec, key, inputs, upstream, force)
+                manifest = self._run_stage(spec, key, inputs, upstream, force, valid_keys)
             except BaseException as exc:
                 preempted = isinstance(exc, SystemExit) and exc.code == REQUEUE
                 status = "preempted" if preempted else "failed"
@@ -439,7 +451,13 @@ class RunManager:
         return self._ranks
 
     def _run_stage(
-        self, spec: StageSpec, key: str, inputs: dict[str, str], upstream: dict[str, dict[str, Any]], force: bool
+        self,
+        spec: StageSpec,
+        key: str,
+        inputs: dict[str, str],
+        upstream: dict[str, dict[str, Any]],
+        force: bool,
+        valid_keys: set[str] | None = None,
     ) -> dict[str, Any]:
         func = spec.load()
         ranks = self.ranks
@@ -450,12 +468,12 @@ class RunManager:
         marker = partial / PARTIAL_MARKER
         if partial.exists():
             previous = read_json(marker).get("cache_key") if marker.exists() else None
-            if force or previous != key:
-                reason = "--force" if force else "recipe or inputs changed"
-                log.info("stage %s: discarding unfinished %s (%s)", spec.name, partial, reason)
-                shutil.rmtree(partial)
+            if force or previous not in (valid_keys or {key}):
+                self._set_aside(spec.name, partial, "--force" if force else "recipe or inputs changed")
             else:
                 log.info("stage %s: resuming unfinished work in %s", spec.name, partial)
+                if previous != key:  # recorded under the legacy key: record the current one
+                    atomic_write_json(marker, {**read_json(marker), "cache_key": key})
         started = _now()
         t0 = time.monotonic()
         with replacing_dir(final) as work:
@@ -473,7 +491,7 @@ class RunManager:
                 "status": "complete",
                 "recipe_name": self.recipe.run.name,
                 "cache_key": key,
-                "section_hash": section_hash(self.recipe, *spec.sections),
+                "section_hash": section_hash(self.recipe, *spec.sections_for(self.recipe)),
                 "sections": {name: _section_value(self.recipe, name) for name in spec.sections},
                 "inputs": inputs,
                 "outputs": result.outputs,
@@ -491,6 +509,26 @@ class RunManager:
             marker.unlink()  # only now: a kill before this point leaves a resumable .partial
         ranks.barrier()  # the sealed folder is visible to every rank before the next stage
         return manifest
+
+    def _set_aside(self, stage: str, partial: Path, reason: str) -> None:
+        """Unfinished work that no longer matches: delete it, unless it holds training checkpoints
+        (days of work), which are moved aside to ``<stage>.partial.<timestamp>`` instead."""
+        if next(partial.rglob("checkpoint-*"), None) is None:
+            log.info("stage %s: discarding unfinished %s (%s; it holds no checkpoints)", stage, partial, reason)
+            shutil.rmtree(partial)
+            return
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = partial.with_name(f"{partial.name}.{stamp}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = partial.with_name(f"{partial.name}.{stamp}-{n}")
+        os.replace(partial, aside)
+        log.warning(
+            "stage %s: the unfinished %s holds checkpoints but was started with other settings (%s); "
+            "moved it aside to %s (nothing deleted; remove it yourself when it is no longer needed)",
+            stage, partial, reason, aside,
+        )
 
     def _run_stage_worker(
         self, spec: StageSpec, func: Callable[[StageContext], StageResult], upstream: dict[str, dict[str, Any]], force: bool
