@@ -209,6 +209,20 @@ class CorpusSection(_Section):
         default_factory=DecontaminationSettings, description="Benchmark decontamination (by n-gram and by source)."
     )
     shard_docs: int = Field(default=10_000, gt=0, description="Documents per output parquet shard.")
+    heldout_fraction: float = Field(
+        default=0.01,
+        ge=0,
+        lt=1,
+        description="Share of papers set aside in corpus/heldout/ for held-out perplexity (never trained on, never "
+        "chunked by synth). Chosen by a hash of the paper id, so adding papers never moves one already placed; "
+        "near-duplicates go with their cluster. 0 = no held-out split.",
+    )
+    heldout_min_papers: int = Field(
+        default=3,
+        ge=0,
+        description="Hold out at least this many papers when heldout_fraction gives fewer (the lowest-hash ones), but "
+        "never more than a fifth of the corpus, so a small corpus still trains on most of it.",
+    )
 
 
 class SynthSection(_Section):
@@ -497,6 +511,17 @@ class BenchmarkRef(_Section):
     split: str | None = Field(default=None, description="Split, for Hub datasets.")
 
 
+class PerplexitySetRef(_Section):
+    name: str = Field(description="Short name used in reports.", pattern=_NAME_RE)
+    path: str = Field(
+        description="A local text file set (.jsonl/.json/.parquet file, or a folder of them) or a Hub dataset id."
+    )
+    config: str | None = Field(default=None, description="Hub dataset configuration name, e.g. 'wikitext-2-raw-v1'.")
+    split: str = Field(default="train", description="Split to read (a local file set is one 'train' split).")
+    text_field: str = Field(default="text", description="Column holding the text of each document.")
+    limit: int | None = Field(default=None, gt=0, description="Score only the first N non-empty documents.")
+
+
 class EvalSection(_Section):
     enabled: bool = Field(default=True, description="Run this stage.")
     benchmarks: list[BenchmarkRef] = Field(default_factory=list, description="MCQ benchmarks to score every checkpoint on.")
@@ -516,6 +541,35 @@ class EvalSection(_Section):
         default="transformers",
         description="Generation engine for the 'generate' method: transformers, or vLLM on GPU clusters (pip install vllm).",
     )
+    perplexity: bool = Field(
+        default=True,
+        description="Score every checkpoint's perplexity and bits per byte on the corpus's held-out papers "
+        "(corpus/heldout/) when the corpus stage made them.",
+    )
+    perplexity_stride: int | None = Field(
+        default=None,
+        gt=0,
+        description="Sliding-window stride in tokens: each window (cpt.max_seq_len tokens) scores this many new tokens, "
+        "each seen with at least window - stride tokens of context; must be below the window. Default: half the window.",
+    )
+    perplexity_batch_size: int = Field(default=4, gt=0, description="Windows per forward batch for perplexity.")
+    heldout_limit: int | None = Field(default=None, gt=0, description="Score only the first N held-out documents (quick runs).")
+    perplexity_sets: list[PerplexitySetRef] = Field(
+        default_factory=list,
+        description="More text sets to score with the same metric (e.g. general-domain text, to see what domain "
+        "training cost elsewhere): local jsonl/parquet with a text field, or Hub datasets.",
+    )
+
+    @field_validator("perplexity_sets")
+    @classmethod
+    def _distinct_set_names(cls, v: list[PerplexitySetRef]) -> list[PerplexitySetRef]:
+        names = [s.name for s in v]
+        if "heldout" in names:
+            raise ValueError("the name 'heldout' is the corpus's held-out split; give this set another name")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"set names must be distinct; repeated: {', '.join(dup)}")
+        return v
 
 
 class PublishSection(_Section):

@@ -8,8 +8,12 @@ Steps and where their state lives:
    datatrove's completion markers let a rerun of a crashed stage skip finished tasks.
 3. global: benchmark-overlap drop (or flag), exact + MinHash-LSH near-duplicate removal, in
    (submission date, id) order so the earliest version of a paper is kept.
-4. output: ``docs/part-NNNNN.parquet`` (id, title, abstract, text, categories, date, source,
-   license, n_chars, contamination, authors, year), ``rejected.jsonl`` (id, reason, detail), counts.
+4. held-out split (``heldout.choose_heldout``): ``corpus.heldout_fraction`` of the kept papers,
+   by a hash of the paper id, whole duplicate clusters at a time.
+5. output: ``docs/part-NNNNN.parquet`` (id, title, abstract, text, categories, date, source,
+   license, n_chars, contamination, authors, year) for training, ``heldout/part-NNNNN.parquet``
+   (same schema) for held-out perplexity only -- cpt and synth read ``docs`` and never see it --,
+   ``rejected.jsonl`` (id, reason, detail), counts.
 
 "tokens" in the counts is a whitespace-token estimate (``len(text.split())``), not a tokenizer count.
 """
@@ -38,8 +42,9 @@ from astrosage.artifacts import atomic_write_text
 from astrosage.pipeline import StageContext, StageResult
 
 from .decontam import NgramIndex, load_benchmark_texts
-from .dedup import dedup
+from .dedup import MinHasher, dedup
 from .filters import SUPPORTED_LANGUAGES, FilterConfig
+from .heldout import choose_heldout, cluster_roots
 from .process import ExtractStep, ProcessConfig
 from .records import dumps_jsonl
 from .sources import gather
@@ -238,55 +243,122 @@ def run(ctx: StageContext) -> StageResult:
                 rejected.append({"id": pid, "reason": reason, "detail": f"duplicate of {other}"})
             if i % 1000 == 0 or i == len(candidates):
                 bars("dedup", i, len(candidates))
+        heldout = _split_heldout(candidates, keep, cfg, shards)
         # papers that never reached an outcome (e.g. in no bulk tar)
         seen = {r["id"] for r in rejected} | {r["id"] for r in rows}
         for rec in gathered.records:
             if rec["id"] not in seen:
                 rejected.append({"id": rec["id"], "reason": "eprint_missing", "detail": "no e-print found"})
         # 5. output
-        docs_dir = work / "docs"
-        if docs_dir.exists():
-            shutil.rmtree(docs_dir)
-        docs_dir.mkdir(parents=True)
+        for name in ("docs", "heldout"):
+            if (work / name).exists():
+                shutil.rmtree(work / name)
+            (work / name).mkdir(parents=True)
         authors = {r["id"]: list(r.get("authors") or []) for r in gathered.records}
-        kept, tokens, chars = _write_docs(shards, keep, contamination, authors, docs_dir, cfg.shard_docs, bars)
+        written = _write_docs(shards, keep, heldout, contamination, authors, work, cfg.shard_docs, bars)
+        kept, tokens, chars = written["docs"]
+        n_held, held_tokens, held_chars = written["heldout"]
         rejected.sort(key=lambda r: r["id"])
         atomic_write_text(work / "rejected.jsonl", dumps_jsonl({"id": r["id"], "reason": r["reason"], "detail": r.get("detail", "")}
                                                                for r in rejected))
     reasons = Counter(r["reason"] for r in rejected)
-    counts = _counts(len(gathered.records), reasons, len(rows), kept, tokens, len(contamination))
+    counts = _counts(len(gathered.records), reasons, len(rows), kept + n_held, tokens, len(contamination))
+    counts = _with_split(counts, n_held, kept)
     _print_table(console, counts)
     shutil.rmtree(tmp)
-    metrics = {"kept": kept, "tokens_whitespace_estimate": tokens, "chars": chars, "rejected": len(rejected),
+    metrics = {"kept": kept + n_held, "train": kept, "heldout": n_held, "heldout_chars": held_chars,
+               "heldout_tokens_whitespace_estimate": held_tokens, "tokens_whitespace_estimate": tokens, "chars": chars,
+               "rejected": len(rejected),
                "rejected_by_reason": dict(sorted(reasons.items())), "benchmarks": benchmark_paths(ctx),
                "benchmark_ngrams": int(len(index.hashes))}
-    return StageResult(counts=counts, metrics=metrics, outputs={"docs": "docs", "rejected": "rejected.jsonl"})
+    return StageResult(counts=counts, metrics=metrics, outputs={"docs": "docs", "heldout": "heldout", "rejected": "rejected.jsonl"})
 
 
-def _write_docs(shards: list[Path], keep: set[str], contamination: dict[str, str], authors: dict[str, list[str]], out: Path,
-                per_shard: int, bars: _Bars) -> tuple[int, int, int]:
-    """Stream kept rows of the extract shards into ``out/part-NNNNN.parquet`` (``per_shard`` rows each).
+def _split_heldout(candidates: list[dict[str, Any]], keep: set[str], cfg: Any, shards: list[Path]) -> set[str]:
+    """The kept papers to hold out (``corpus.heldout_fraction``), whole duplicate clusters at a time.
+
+    With exact and near dedup both on, every kept paper is its own cluster; otherwise the
+    duplicates left in the corpus are grouped by :func:`corpus_tools.heldout.cluster_roots`
+    (MinHash signatures are computed here for the kept papers when near dedup was off).
+    """
+    if cfg.heldout_fraction <= 0:
+        return set()
+    kept_rows = [r for r in candidates if r["id"] in keep]  # in (date, id) priority order
+    if cfg.dedup.exact and cfg.dedup.near:
+        roots = {r["id"]: r["id"] for r in kept_rows}
+    else:
+        sigs = {r["id"]: np.asarray(r["signature"], dtype=np.uint32) for r in kept_rows if r["signature"] is not None}
+        missing = {r["id"] for r in kept_rows} - set(sigs)
+        if missing:
+            hasher = MinHasher(cfg.dedup.num_perm, cfg.dedup.shingle_size, cfg.dedup.seed)
+            for shard in shards:
+                for batch in pq.ParquetFile(shard).iter_batches(columns=["id", "text"], batch_size=256):
+                    for row in batch.to_pylist():
+                        if row["id"] in missing:
+                            sigs[row["id"]] = hasher.signature(row["text"])
+        roots = cluster_roots(((r["id"], r["exact_key"], sigs.get(r["id"])) for r in kept_rows),
+                              cfg.dedup.num_perm, cfg.dedup.threshold, cfg.dedup.seed)
+    return choose_heldout(roots, cfg.heldout_fraction, cfg.heldout_min_papers)
+
+
+def _with_split(counts: dict[str, int], heldout: int, train: int) -> dict[str, int]:
+    """Insert ``heldout`` and ``train`` after ``kept`` (``kept`` = both)."""
+    out: dict[str, int] = {}
+    for key, value in counts.items():
+        out[key] = value
+        if key == "kept":
+            out["heldout"], out["train"] = heldout, train
+    return out
+
+
+class _ShardWriter:
+    """Rows into ``<out>/part-NNNNN.parquet`` (``per_shard`` rows each), each file renamed into place when full."""
+
+    def __init__(self, out: Path, per_shard: int):
+        self.out, self.per_shard = out, per_shard
+        self.buffer: list[dict[str, Any]] = []
+        self.writer: pq.ParquetWriter | None = None
+        self.part = self.in_shard = self.rows = self.tokens = self.chars = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.buffer.append(row)
+        self.rows += 1
+        self.in_shard += 1
+        self.tokens += len(row["text"].split())
+        self.chars += row["n_chars"]
+        if len(self.buffer) >= 256 or self.in_shard >= self.per_shard:
+            self.flush()
+
+    def flush(self, final: bool = False) -> None:
+        tmp = self.out / f".part-{self.part:05d}.parquet.tmp"
+        if self.buffer:
+            if self.writer is None:
+                self.writer = pq.ParquetWriter(tmp, DOC_SCHEMA)
+            self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=DOC_SCHEMA))
+            self.buffer.clear()
+        if self.writer is not None and (final or self.in_shard >= self.per_shard):
+            self.writer.close()
+            tmp.rename(self.out / f"part-{self.part:05d}.parquet")
+            self.writer, self.part, self.in_shard = None, self.part + 1, 0
+
+    def close(self) -> tuple[int, int, int]:
+        self.flush(final=True)
+        if self.rows == 0:  # an empty but loadable dataset
+            pq.write_table(pa.Table.from_pylist([], schema=DOC_SCHEMA), self.out / "part-00000.parquet")
+        return self.rows, self.tokens, self.chars
+
+
+def _write_docs(shards: list[Path], keep: set[str], heldout: set[str], contamination: dict[str, str],
+                authors: dict[str, list[str]], work: Path, per_shard: int, bars: _Bars) -> dict[str, tuple[int, int, int]]:
+    """Stream kept rows of the extract shards into ``work/docs/`` (training) and ``work/heldout/``.
 
     ``authors`` (paper id -> names, from the harvested metadata) and the submission year are
     added to each row, so synthetic items can cite the work as "Smith et al. (2021)".
+    Returns (rows, whitespace tokens, chars) per output folder.
     """
     cols = [f.name for f in DOC_SCHEMA if f.name not in ("contamination", "authors", "year")]
-    buffer: list[dict[str, Any]] = []
-    writer: pq.ParquetWriter | None = None
-    part = in_shard = kept = tokens = chars = 0
-
-    def flush(final: bool = False) -> None:
-        nonlocal writer, part, in_shard
-        if buffer:
-            if writer is None:
-                writer = pq.ParquetWriter(out / f".part-{part:05d}.parquet.tmp", DOC_SCHEMA)
-            writer.write_table(pa.Table.from_pylist(buffer, schema=DOC_SCHEMA))
-            buffer.clear()
-        if writer is not None and (final or in_shard >= per_shard):
-            writer.close()
-            (out / f".part-{part:05d}.parquet.tmp").rename(out / f"part-{part:05d}.parquet")
-            writer, part, in_shard = None, part + 1, 0
-
+    writers = {"docs": _ShardWriter(work / "docs", per_shard), "heldout": _ShardWriter(work / "heldout", per_shard)}
+    done = 0
     for shard in shards:
         for batch in pq.ParquetFile(shard).iter_batches(columns=cols, batch_size=256):
             for row in batch.to_pylist():
@@ -296,18 +368,10 @@ def _write_docs(shards: list[Path], keep: set[str], contamination: dict[str, str
                 row["authors"] = authors.get(row["id"], [])
                 year = str(row.get("date") or "")[:4]
                 row["year"] = int(year) if year.isdigit() else None
-                buffer.append(row)
-                kept += 1
-                in_shard += 1
-                tokens += len(row["text"].split())
-                chars += row["n_chars"]
-                if len(buffer) >= 256 or in_shard >= per_shard:
-                    flush()
-            bars("write", kept, len(keep))
-    flush(final=True)
-    if kept == 0:  # an empty but loadable dataset
-        pq.write_table(pa.Table.from_pylist([], schema=DOC_SCHEMA), out / "part-00000.parquet")
-    return kept, tokens, chars
+                writers["heldout" if row["id"] in heldout else "docs"].add(row)
+                done += 1
+            bars("write", done, len(keep))
+    return {name: w.close() for name, w in writers.items()}
 
 
 def _counts(harvested: int, reasons: Counter, extracted_ok: int, kept: int, tokens: int, flagged: int) -> dict[str, int]:
