@@ -139,3 +139,24 @@ def test_the_tiny_recipe_runs_every_stage_on_a_chatml_chat_model(tmp_path):
     assert {o.stage: o.status for o in outcomes} == {s: "done" for s in ("corpus", "synth", "cpt", "sft", "merge", "eval", "publish")}
     sft = json.loads((tmp_path / "runs" / recipe.run.name / "sft" / "manifest.json").read_text())
     assert sft["metrics"]["mask_method"] == "derived" and sft["metrics"]["end_of_turn_token"] == "<|im_end|>"
+
+
+@pytest.mark.slow
+def test_lora_sft_on_a_template_less_base_keeps_the_initialised_rows(tmp_path):
+    """LoRA leaves the embeddings frozen: the merged model must carry the rows initialised before training."""
+    from safetensors.torch import load_file
+
+    base, untrained = _base_without_template(tmp_path)
+    instruct = family_model("llama-3.1-instruct", tmp_path / "instruct", seed=2)
+    recipe = _recipe(tmp_path / "runs", base, sft={"chat_template": "instruct", "lora": {"enabled": True, "r": 4, "alpha": 8}},
+                     base_instruct=str(instruct))
+    outcome = {o.stage: o for o in RunManager(recipe).run(["sft"])}["sft"]
+    assert outcome.status == "done", outcome
+    tok = family_tokenizer("llama-3.1-instruct")
+    ids = [tok.convert_tokens_to_ids(t) for t in untrained]
+    before = load_file(base / "model.safetensors")["model.embed_tokens.weight"]
+    keep = torch.ones(before.shape[0], dtype=torch.bool)
+    keep[ids] = False
+    merged = load_file(tmp_path / "runs" / "fam" / "sft" / "model" / "model.safetensors")["model.embed_tokens.weight"]
+    for i in ids:
+        assert torch.allclose(merged[i], before[keep].mean(dim=0), atol=1e-6)  # initialised, not the zero rows

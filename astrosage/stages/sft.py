@@ -90,11 +90,6 @@ def run(ctx: StageContext) -> StageResult:
         instruct = lambda: ctx.resolve_model(recipe.model.base_instruct) if recipe.model.base_instruct else None  # noqa: E731
         source = chat_setup.resolve_template(section.chat_template, tokenizer, model_path, instruct)
         added_tokens = chat_setup.apply_template(tokenizer, source)
-        if section.lora.enabled and added_tokens:
-            raise ValueError(
-                f"sft.lora with a chat template that adds tokens {added_tokens} is not available (LoRA leaves the new embedding "
-                "rows untrained); use full fine-tuning (sft.lora.enabled=false) or a template whose tokens the model has"
-            )
         stop_ids = chat_setup.stop_token_ids(model_path, tokenizer, source)
         plan = chat_masks.make_plan(tokenizer, source.origin)
 
@@ -147,17 +142,19 @@ def run(ctx: StageContext) -> StageResult:
             assistant_only_loss=False,  # the assistant_masks column carries the mask (any template)
             dataset_num_proc=section.num_proc if section.num_proc > 1 else None,
         )
-        model = harness.load_model(model_path, recipe, section)
-        resized = chat_setup.resize_for(model, tokenizer)
         probe = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
         template_ids = chat_setup.template_token_ids(tokenizer, plan.template, chat_masks.fold_system(probe) if plan.fold_system else probe)
-        initialised = chat_setup.init_untrained_rows(model, tokenizer, template_ids + stop_ids + added_ids(tokenizer, added_tokens), section.init_untrained_tokens)
-        if section.lora.enabled and initialised:
-            raise ValueError(
-                f"sft.lora with untrained embedding rows {initialised} is not available (the merged model would keep the untrained "
-                "rows); use full fine-tuning (sft.lora.enabled=false)"
-            )
-        chat_setup.set_stop_tokens(model, stop_ids)
+        check_ids = template_ids + stop_ids + added_ids(tokenizer, added_tokens)
+
+        def prepare(model) -> tuple[bool, list[str]]:
+            """New token rows, untrained rows set to the mean, stop tokens (also redone on LoRA's merge base)."""
+            resized = chat_setup.resize_for(model, tokenizer)
+            fixed = chat_setup.init_untrained_rows(model, tokenizer, check_ids, section.init_untrained_tokens)
+            chat_setup.set_stop_tokens(model, stop_ids)
+            return resized, fixed
+
+        model = harness.load_model(model_path, recipe, section)
+        resized, initialised = prepare(model)
         trainer = SFTTrainer(
             model=model,
             args=args,
@@ -165,7 +162,7 @@ def run(ctx: StageContext) -> StageResult:
             processing_class=tokenizer,
             peft_config=harness.lora_config(section),
         )
-        metrics = harness.train_save_finish(trainer, handler, recipe, section, ctx.work_dir, tokenizer, model_path)
+        metrics = harness.train_save_finish(trainer, handler, recipe, section, ctx.work_dir, tokenizer, model_path, prepare_base=prepare)
 
     metrics.update(template)
     metrics.update({"tokens_added": added_tokens, "embedding_rows_initialised": initialised, "embeddings_resized": resized})

@@ -222,21 +222,25 @@ class Harness:
         return result, resume
 
 
-def train_save_finish(trainer, handler: PreemptionHandler, recipe, section, work_dir: Path, tokenizer, model_path: str) -> dict[str, Any]:
+def train_save_finish(
+    trainer, handler: PreemptionHandler, recipe, section, work_dir: Path, tokenizer, model_path: str, prepare_base=None
+) -> dict[str, Any]:
     """Attach the callbacks, train (resuming from the newest complete checkpoint), save, clean up.
 
+    ``prepare_base(model)`` redoes, on the base model LoRA adapters are merged into, what the stage
+    did to the model before training (e.g. new token rows, initialised embeddings, stop tokens).
     Returns the stage metrics, with ``resumed_from_step`` (0 for a fresh run).
     """
     run = Harness(handler, section, recipe, work_dir)
     run.attach(trainer, section.max_seq_len)
     _, resumed_from = run.train(trainer)
-    save_final(trainer, tokenizer, recipe, section, model_path, work_dir)
+    save_final(trainer, tokenizer, recipe, section, model_path, work_dir, prepare_base)
     metrics = finish(trainer, run, work_dir)
     metrics["resumed_from_step"] = int(resumed_from.name.split("-")[-1]) if resumed_from else 0
     return metrics
 
 
-def save_final(trainer, tokenizer, recipe, section, base_model_path: str, work_dir: Path) -> Path:
+def save_final(trainer, tokenizer, recipe, section, base_model_path: str, work_dir: Path, prepare_base=None) -> Path:
     """Write ``<work_dir>/model`` (atomically): full weights (LoRA merged), tokenizer, chat template."""
     import torch
 
@@ -254,6 +258,8 @@ def save_final(trainer, tokenizer, recipe, section, base_model_path: str, work_d
 
             dtype = getattr(torch, recipe.model.dtype) if recipe.model.dtype != "auto" else "auto"
             base = AutoModelForCausalLM.from_pretrained(base_model_path, dtype=dtype)
+            if prepare_base is not None:
+                prepare_base(base)  # the frozen rows the adapter was trained against
             merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
             merged.save_pretrained(str(tmp))
     else:
