@@ -14,8 +14,8 @@ import mergekit  # noqa: E402,F401  - a required library: a missing install must
 import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from astrosage.merge_check import MergeCompatibilityError, ModelInfo, check_models  # noqa: E402
-from astrosage.merge_sweep import SweepError, select_best, write_sweep_record  # noqa: E402
+from astrosage.merging.check import MergeCompatibilityError, ModelInfo, check_models  # noqa: E402
+from astrosage.merging.sweep import SweepError, select_best, write_sweep_record  # noqa: E402
 from astrosage.pipeline import STAGES, StageContext, StageResult, StageSpec  # noqa: E402
 from astrosage.recipe import BenchmarkRef, load_recipe_dict  # noqa: E402
 from astrosage.runner import RunManager  # noqa: E402
@@ -373,7 +373,7 @@ def test_sweep_merges_scores_and_selects(tmp_path, trained, tiny_base, tiny_inst
 
 
 def test_sweep_points_cross_weights_and_densities(tmp_path):
-    from astrosage.merge_sweep import sweep_points
+    from astrosage.merging.sweep import sweep_points
 
     recipe = recipe_for(tmp_path, "tiny:base", "tiny:instruct", method="dare_ties", sweep=[0.5, 0.75], sweep_density=[0.3, 0.6])
     assert [p.label for p in sweep_points(recipe)] == ["w0.5-d0.3", "w0.75-d0.3", "w0.5-d0.6", "w0.75-d0.6"]

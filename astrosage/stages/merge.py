@@ -3,8 +3,9 @@
 1. resolve the models (upstream checkpoint, instruct sibling, pretrained base);
 2. check compatibility from config/tokenizer files only, before any weight is read
    (``compatibility.json``; errors stop here, naming the recipe field that fixes each);
-3. build the mergekit YAML (see :mod:`astrosage.merge_config` for the weight convention) or
-   take ``merge.mergekit_yaml``, and run mergekit's Python API on it;
+3. build the mergekit configuration (see :mod:`astrosage.merging.config` for the weight convention)
+   or take ``merge.mergekit_yaml``, validated as mergekit's ``MergeConfiguration``, and run
+   mergekit's Python API on it;
 4. for a sweep (``merge.sweep`` / ``merge.sweep_density``): one merge per setting, each scored on
    the dev benchmark by the evaluator, the best chosen by ``merge.select_metric``.
 
@@ -22,9 +23,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..artifacts import atomic_write_json, atomic_write_text, read_json
-from ..merge_check import CompatibilityReport, ModelInfo, check_models
-from ..merge_config import TASK_VECTOR_METHODS, MergeInputs, MergePoint, build_config, dump_config, load_raw_config
-from ..merge_sweep import dev_benchmark, is_sweep, load_evaluator, metric_value, select_best, sweep_points, write_sweep_record
+from ..merging.check import CompatibilityReport, ModelInfo, check_models
+from ..merging.config import TASK_VECTOR_METHODS, BuiltConfig, MergeInputs, MergePoint, build_config, load_raw_config
+from ..merging.sweep import dev_benchmark, is_sweep, load_evaluator, metric_value, select_best, sweep_points, write_sweep_record
 from ..pipeline import MODEL_STAGES, StageContext, StageResult
 from ..recipe import BenchmarkRef, Recipe
 
@@ -53,7 +54,7 @@ def run(ctx: StageContext) -> StageResult:
     if not sweep:
         point, config = configs[0]
         _merge(config, ctx.work_dir / "model", ctx.work_dir / CONFIG_NAME, recipe, inputs)
-        metrics: dict[str, Any] = {"method": config["merge_method"]}
+        metrics: dict[str, Any] = {"method": config.method}
         if point is not None:
             metrics["weight"] = point.weight
             if point.density is not None:
@@ -83,7 +84,7 @@ def _inputs(ctx: StageContext) -> MergeInputs:
     )
 
 
-def _plan(ctx: StageContext, inputs: MergeInputs) -> tuple[list[tuple[MergePoint | None, dict[str, Any]]], CompatibilityReport]:
+def _plan(ctx: StageContext, inputs: MergeInputs) -> tuple[list[tuple[MergePoint | None, BuiltConfig]], CompatibilityReport]:
     """The mergekit configs to run and the compatibility report of their models (no weights read)."""
     recipe = ctx.recipe
     m = recipe.merge
@@ -129,13 +130,8 @@ def _chat_template(recipe: Recipe, models: list[ModelInfo], tokenizer_source: st
     return None if donor.chat_template == agreed else agreed
 
 
-def _check_raw(config: dict[str, Any], inputs: MergeInputs, source: str) -> CompatibilityReport:
-    from mergekit.config import MergeConfiguration
-
-    try:
-        parsed = MergeConfiguration.model_validate(config)
-    except Exception as exc:  # pydantic ValidationError or mergekit's RuntimeError
-        raise ValueError(f"merge.mergekit_yaml {source} is not a valid mergekit configuration: {exc}") from None
+def _check_raw(built: BuiltConfig, inputs: MergeInputs, source: str) -> CompatibilityReport:
+    parsed = built.config
     names = {inputs.trained: "trained", inputs.instruct: "instruct", inputs.base: "base"}
     base_path = parsed.base_model.model.path if parsed.base_model else None
     models = []
@@ -164,21 +160,19 @@ def _require_mergekit() -> None:
         raise RuntimeError("the merge stage needs mergekit: pip install 'astrosage[merge]' (mergekit>=0.1.5)") from None
 
 
-def _merge(config: dict[str, Any], out: Path, config_path: Path, recipe: Recipe, inputs: MergeInputs) -> bool:
+def _merge(built: BuiltConfig, out: Path, config_path: Path, recipe: Recipe, inputs: MergeInputs) -> bool:
     """Run mergekit into ``out`` (atomically); returns False when an identical merge is already there."""
     import torch
-    from mergekit.config import MergeConfiguration
     from mergekit.io.tasks import LoaderCache
     from mergekit.merge import MergeOptions, run_merge
 
-    text = dump_config(config)
+    text = built.text
     previous = out / "mergekit_config.yml"
     if out.is_dir() and previous.is_file() and previous.read_text(encoding="utf-8") == text:
         log.info("merge: %s already merged with this configuration (resumed)", out)
         atomic_write_text(config_path, text)
         return False
     atomic_write_text(config_path, text)
-    parsed = MergeConfiguration.model_validate(_load_yaml(text))
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     options = MergeOptions(
@@ -189,9 +183,9 @@ def _merge(config: dict[str, Any], out: Path, config_path: Path, recipe: Recipe,
         write_model_card=True,
         quiet=True,
     )
-    log.info("merge: running mergekit (%s) -> %s", config["merge_method"], out)
+    log.info("merge: running mergekit (%s) -> %s", built.method, out)
     try:
-        run_merge(parsed, str(tmp), options=options, config_source=text)
+        run_merge(built.config, str(tmp), options=options, config_source=text)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written model behind
         raise
@@ -208,19 +202,13 @@ def _merge(config: dict[str, Any], out: Path, config_path: Path, recipe: Recipe,
     return True
 
 
-def _load_yaml(text: str) -> Any:
-    import yaml
-
-    return yaml.safe_load(text)
-
-
 # ------------------------------------------------------------------------------------ sweeps
 
 
 def _run_sweep(
     ctx: StageContext,
     inputs: MergeInputs,
-    configs: list[tuple[MergePoint | None, dict[str, Any]]],
+    configs: list[tuple[MergePoint | None, BuiltConfig]],
     report: CompatibilityReport,
     evaluator: Callable[..., dict[str, Any]],
     bench: BenchmarkRef,

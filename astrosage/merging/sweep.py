@@ -12,9 +12,9 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from .artifacts import atomic_write_json, atomic_write_text
-from .merge_config import MergePoint
-from .recipe import BenchmarkRef, Recipe
+from ..artifacts import atomic_write_json, atomic_write_text
+from ..recipe import BenchmarkRef, Recipe
+from .config import MergePoint
 
 __all__ = [
     "SweepError",

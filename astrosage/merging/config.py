@@ -1,4 +1,5 @@
-"""Build the mergekit configuration from the recipe's ``merge`` section (or load a raw one).
+"""The mergekit configuration from the recipe's ``merge`` section (or a raw one), validated as mergekit's
+``MergeConfiguration`` when it is built, so a bad setting fails before any model is read.
 
 Convention (``w`` = ``merge.weight``, the trained model's share; ``d`` = ``merge.density``):
 
@@ -29,9 +30,9 @@ from typing import Any
 
 import yaml
 
-from .recipe import MergeSection
+from ..recipe import MergeSection
 
-__all__ = ["MergeInputs", "MergePoint", "build_config", "load_raw_config", "dump_config", "TASK_VECTOR_METHODS"]
+__all__ = ["MergeInputs", "MergePoint", "BuiltConfig", "build_config", "load_raw_config", "TASK_VECTOR_METHODS"]
 
 TASK_VECTOR_METHODS = ("ties", "dare_ties", "task_arithmetic")
 _MODEL_KEYS = ("model", "base_model", "tokenizer_source", "source")
@@ -61,6 +62,27 @@ class MergePoint:
         return text + (f"-d{self.density:g}" if self.density is not None else "")
 
 
+@dataclass(frozen=True)
+class BuiltConfig:
+    """A validated mergekit configuration and the YAML text recorded next to the merged model."""
+
+    config: Any  # mergekit.config.MergeConfiguration
+    text: str
+    method: str
+
+
+def validated(data: dict[str, Any], source: str) -> BuiltConfig:
+    """``data`` as mergekit's ``MergeConfiguration`` (ValueError naming ``source`` when mergekit refuses it)."""
+    from mergekit.config import MergeConfiguration
+
+    try:
+        config = MergeConfiguration.model_validate(data)
+    except Exception as exc:  # pydantic ValidationError or mergekit's RuntimeError
+        raise ValueError(f"{source} is not a valid mergekit configuration: {exc}") from None
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1000)
+    return BuiltConfig(config, text, str(data.get("merge_method")))
+
+
 def model_ref(path: str, revision: str | None = None) -> str | dict[str, Any]:
     """A mergekit model reference; structured when the path has mergekit's '@' / '+' syntax characters."""
     if revision is None and "@" not in path and "+" not in path:
@@ -78,8 +100,8 @@ def build_config(
     *,
     tokenizer_source: str,
     chat_template: str | None = None,
-) -> dict[str, Any]:
-    """The mergekit configuration (a plain dict, ready for YAML) for one merge point."""
+) -> BuiltConfig:
+    """The validated mergekit configuration for one merge point."""
     if inputs.instruct is None:
         raise ValueError("the merge needs model.base_instruct (or a raw merge.mergekit_yaml)")
     w = round(point.weight, 10)
@@ -109,10 +131,10 @@ def build_config(
     config["tokenizer_source"] = tokenizer_source
     if chat_template:
         config["chat_template"] = chat_template
-    return config
+    return validated(config, f"the merge configuration built from the recipe's merge section ({point.label})")
 
 
-def load_raw_config(path: Path, inputs: MergeInputs) -> dict[str, Any]:
+def load_raw_config(path: Path, inputs: MergeInputs) -> BuiltConfig:
     """Read a raw mergekit YAML, substitute ``${trained}``/``${instruct}``/``${base}``, absolutize folders."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -123,7 +145,7 @@ def load_raw_config(path: Path, inputs: MergeInputs) -> dict[str, Any]:
     subs = {"${trained}": inputs.trained, "${base}": inputs.base}
     if inputs.instruct is not None:
         subs["${instruct}"] = inputs.instruct
-    return _walk(data, subs)
+    return validated(_walk(data, subs), f"merge.mergekit_yaml {path}")
 
 
 def _walk(node: Any, subs: dict[str, str], key: str | None = None) -> Any:
@@ -139,8 +161,3 @@ def _walk(node: Any, subs: dict[str, str], key: str | None = None) -> Any:
         if key in _MODEL_KEYS and node not in ("base", "union") and not Path(node).is_absolute() and Path(node).is_dir():
             return str(Path(node).resolve())
     return node
-
-
-def dump_config(config: dict[str, Any]) -> str:
-    """The exact YAML text handed to mergekit (and written next to the merged model)."""
-    return yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=1000)
