@@ -6,7 +6,11 @@ exported task), same batch size. Both timings cover questions -> per-question le
 model loading is excluded from both. Prints a table, the speed ratio (target >= 1.5x) and
 whether the predictions are identical.
 
-    .venv/bin/python bench/eval.py [--n 500] [--batch-size 16] [--model tiny:base]
+    .venv/bin/python bench/eval.py [--n 300] [--batch-size 16] [--shape tiny|llama-100m|llama-1b] [--model PATH]
+
+``--shape`` builds a real model family's shape with random weights in memory (bench/shapes.py: SmolLM-135M
+as ``llama-100m``, Llama-3.2-1B as ``llama-1b``); ``--model`` loads a checkpoint folder instead. Also
+prints the achieved FLOP/s of our scorer against this machine's measured float32 matmul peak.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300, help="questions (first N of the benchmark)")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds, alternating the two scorers (best reported)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--model", default="tiny:base", help="model folder or tiny:base / tiny:instruct")
+    parser.add_argument("--model", default=None, help="model folder or tiny:base / tiny:instruct (instead of --shape)")
+    parser.add_argument("--shape", default="tiny", help="tiny | llama-100m | llama-1b (random weights, see bench/shapes.py)")
+    parser.add_argument("--no-prefix-reuse", action="store_true", help="run every prompt in full (to see what the shared-prefix KV reuse gives)")
     parser.add_argument("--benchmark", default=str(PUBLIC if PUBLIC.exists() else SAMPLE))
     args = parser.parse_args()
 
@@ -54,14 +60,27 @@ def main() -> None:
     logging.disable(logging.WARNING)
     console = Console()
     tmp = Path(tempfile.mkdtemp(prefix="astrosage-bench-eval-"))
-    model_path = resolve_model(args.model, tmp / "runs")
-    lm = load_model(model_path, "float32")
+    from bench import shapes
+    from eval.modeling import LoadedModel
+
+    if args.model:
+        lm = load_model(resolve_model(args.model, tmp / "runs"), "float32")
+        label = args.model
+    else:
+        model, tok = shapes.build_model(args.shape, Path(tempfile.gettempdir()) / "astrosage-bench-shapes")
+        lm = LoadedModel(model=model, tokenizer=tok, device=torch.device("cpu"), path=args.shape)
+        label = shapes.describe(args.shape)
+    console.print(f"model: {label}; machine: {shapes.machine()}")
     task_yaml = export_lm_eval(args.benchmark, tmp / "task", task="bench_letter", limit=args.n, allow_unlabelled=True)
     n = len(load_benchmark(args.benchmark, limit=args.n))
 
     def ours() -> dict[int, list[float]]:
         questions = load_benchmark(args.benchmark, limit=args.n)
-        return {r["index"]: r["scores"] for rows in iter_letter(lm, questions, args.batch_size) for r in rows}
+        return {r["index"]: r["scores"] for rows in iter_letter(lm, questions, args.batch_size, **ours_kwargs) for r in rows}
+
+    import inspect
+
+    ours_kwargs = {"reuse_prefix": not args.no_prefix_reuse} if "reuse_prefix" in inspect.signature(iter_letter).parameters else {}
 
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -77,6 +96,7 @@ def main() -> None:
     # warm-up (first-call overheads), then alternating timed rounds. On shared (virtual) machines
     # the CPU speed drifts by several x within a minute; alternating gives both scorers the same
     # conditions, and the best round of each is its speed when nothing else interferes.
+    peak_before = shapes.matmul_peak("float32")
     ours()
     times: dict[str, list[float]] = {"ours": [], "lm-eval": []}
     for _ in range(args.rounds):
@@ -98,7 +118,7 @@ def main() -> None:
     max_diff = max(abs(a - b) for i in range(n) for a, b in zip(mine[i], lme[i]))
     letters = sorted({"ABCD"[argmax(mine[i])] for i in range(n)})
 
-    table = Table(title=f"letter scoring, {n} questions of {Path(args.benchmark).name}, model {args.model}, "
+    table = Table(title=f"letter scoring, {n} questions of {Path(args.benchmark).name}, model {args.model or args.shape}, "
                         f"batch {args.batch_size}, {torch.get_num_threads()} torch threads, {lm.device}, {args.rounds} rounds")
     table.add_column("scorer")
     table.add_column("best s", justify="right")
@@ -110,6 +130,18 @@ def main() -> None:
     ratio = t_lme / t_ours
     verdict = "meets" if ratio >= 1.5 else "BELOW"
     console.print(f"speed ratio astrosage / lm-eval: [bold]{ratio:.2f}x[/] best rounds ({verdict} the 1.5x target); {med_ratio:.2f}x medians")
+    from eval.prompts import letter_prompt
+
+    questions = load_benchmark(args.benchmark, limit=args.n)
+    lens = [len(x) for x in lm.tokenizer([letter_prompt(q) for q in questions])["input_ids"]]
+    flops = shapes.forward_flops(lm.model, sum(lens), statistics.mean(lens) / 2)
+    peak = max(peak_before, shapes.matmul_peak("float32"))  # best of before/after: the machine's quiet speed
+    console.print(
+        f"prompt tokens: {sum(lens)} ({statistics.mean(lens):.0f}/question); full-prompt forward FLOPs {flops / 1e12:.2f} T "
+        f"(2*N*tokens + 4*layers*d*ctx/2 per token); ours {flops / t_ours / 1e9:.1f} GFLOP/s-equivalent, lm-eval "
+        f"{flops / t_lme / 1e9:.1f}; measured float32 matmul peak {peak / 1e9:.1f} GFLOP/s "
+        f"(ours at {flops / t_ours / peak:.0%} of peak, counting the full prompt even where the shared prefix is reused)"
+    )
     console.print(
         f"identical predictions: [bold]{'yes' if same == n else 'NO'}[/] ({same}/{n}; letters predicted: {', '.join(letters)}; "
         f"max |log-likelihood difference| {max_diff:.2e})"

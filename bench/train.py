@@ -1,9 +1,10 @@
 """Training throughput on CPU, as ratios against named baselines run in the same process.
 
-    python bench/train.py [--steps 12] [--out /tmp/astrosage-bench]
+    python bench/train.py [--steps 12] [--shape tiny|llama-100m] [--out /tmp/astrosage-bench]
 
-Model: a tiny-but-not-trivial Llama (4 layers, d=256, 4 heads, ffn 688, the tiny tokenizer's
-1024-token vocabulary), random weights, float32, sdpa. Three measurements:
+Model: ``--shape tiny`` (default) is a tiny-but-not-trivial Llama (4 layers, d=256, 4 heads, ffn 688,
+the tiny tokenizer's 1024-token vocabulary); ``--shape llama-100m`` is SmolLM-135M's shape (30 layers,
+d=576, 49,152-token vocabulary; bench/shapes.py). Random weights, float32, sdpa. Three measurements:
 
 (a) SFT: TRL SFTTrainer with padding-free "bfd" packing (what the sft stage runs) vs TRL
     without packing, padding each batch to its longest conversation. Same conversations, whose
@@ -42,13 +43,17 @@ ARCH = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_att
             max_position_embeddings=4096, rope_theta=500_000.0, tie_word_embeddings=False)
 
 
-def build_model(out: Path) -> Path:
+def build_model(out: Path, shape: str = "tiny") -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from astrosage.tiny import build_tiny_model, build_tiny_tokenizer
 
     if (out / "config.json").exists():
         return out
+    if shape != "tiny":
+        from bench.shapes import save_model
+
+        return save_model(shape, out)
     build_tiny_model(out, "base", seed=0)  # tokenizer, chat template, generation config
     tok = build_tiny_tokenizer()
     cfg = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
@@ -171,12 +176,16 @@ def bench_cpt(model_dir: Path, steps: int, work: Path, seq_len: int = 512, batch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--shape", default="tiny", help="tiny | llama-100m (bench/shapes.py)")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "astrosage-bench-train")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
-    model_dir = build_model(args.out / "model-4x256")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model 4 layers x d=256 (float32, sdpa)")
+    from bench.shapes import describe, machine
+
+    model_dir = build_model(args.out / ("model-4x256" if args.shape == "tiny" else f"model-{args.shape}"), args.shape)
+    label = "4 layers x d=256, 1,024-token vocab" if args.shape == "tiny" else describe(args.shape)
+    print(f"torch {torch.__version__}; model {label} (float32, sdpa); machine: {machine()}")
     sft = bench_sft(model_dir, args.steps, args.out / "sft")
     print("sft:", json.dumps(sft), flush=True)
     cpt = bench_cpt(model_dir, args.steps, args.out / "cpt")
