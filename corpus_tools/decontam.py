@@ -8,8 +8,6 @@ journal reference before their text is even extracted.
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -18,6 +16,12 @@ import numpy as np
 from .hashing import ngram_hashes, word_hashes, words
 
 OPTION_KEYS = ("A", "B", "C", "D", "E")
+
+
+def _benchmark_error():
+    from eval.data import BenchmarkError
+
+    return BenchmarkError
 
 
 class BenchmarkFormatError(ValueError):
@@ -38,28 +42,20 @@ def _item_text(item: dict[str, Any]) -> str:
     return " ".join(p for p in parts if p)
 
 
-def load_benchmark_texts(path: str | Path) -> list[str]:
-    """question + options of every item of a JSON (list / {"data": [...]}), JSONL, CSV or parquet file."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".jsonl":
-            items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        elif suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
-            items = data if isinstance(data, list) else next((v for v in data.values() if isinstance(v, list)), None)
-        elif suffix == ".csv":
-            with path.open(newline="", encoding="utf-8") as fh:
-                items = list(csv.DictReader(fh))
-        elif suffix == ".parquet":
-            import pyarrow.parquet as pq
+def load_benchmark_texts(path: str | Path, split: str | None = None) -> list[str]:
+    """question + options of every item of a benchmark, read by the evaluator's own reader
+    (:func:`eval.data.iter_raw_rows`: JSON list / {"questions": [...]}, JSONL, CSV, parquet, datasets),
+    so decontamination and evaluation always see the same list of questions. Options may be
+    A-E fields or a ``choices``/``options`` list; answers are not needed."""
+    from eval.data import iter_raw_rows
 
-            items = pq.read_table(path).to_pylist()
-        else:
-            raise BenchmarkFormatError(f"{path}: unsupported benchmark format {suffix!r} (json, jsonl, csv, parquet)")
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BenchmarkFormatError(f"{path}: cannot read benchmark ({exc})") from None
-    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+    try:
+        items = [row for row, _ in iter_raw_rows(path, split)]
+    except _benchmark_error() as exc:
+        raise BenchmarkFormatError(str(exc)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchmarkFormatError(f"{path}: cannot read benchmark ({type(exc).__name__}: {exc})") from None
+    if not all(isinstance(i, dict) for i in items):
         raise BenchmarkFormatError(f"{path}: expected a list of question objects")
     texts = [_item_text(i) for i in items]
     if not any(texts):

@@ -101,3 +101,20 @@ def test_source_match_by_doi_prefix_and_journal_ref():
 def test_real_astromlab1_file_loads(astromlab1_public):
     texts = load_benchmark_texts(astromlab1_public)
     assert len(texts) == 3846 and all(texts)
+
+
+def test_decontamination_and_eval_read_the_same_questions(tmp_path, astromlab1_public):
+    from eval.data import BenchmarkError, load_benchmark
+
+    assert len(load_benchmark_texts(astromlab1_public)) == len(load_benchmark(astromlab1_public))
+    # one JSON rule for both readers: an object holding two lists is ambiguous for eval and for decontamination
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps({"dev": [{"question": "q1"}], "test": [{"question": "q2"}]}))
+    with pytest.raises(BenchmarkError):
+        load_benchmark(two)
+    with pytest.raises(BenchmarkFormatError, match="expected a JSON list of questions"):
+        load_benchmark_texts(two)
+    latin = tmp_path / "latin1.jsonl"
+    latin.write_bytes('{"question": "Caf\u00e9 au lait?"}\n'.encode("latin-1"))
+    with pytest.raises(BenchmarkFormatError, match="latin1.jsonl"):
+        load_benchmark_texts(latin)
