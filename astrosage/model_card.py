@@ -9,7 +9,12 @@ of objects with ``checkpoint`` (e.g. ``base``, ``sft``, ``merge``, ``merge@w0.75
 ``benchmark`` (name from ``eval.benchmarks``), ``model`` (path), ``n``, ``accuracy`` (null for
 unlabelled sets), ``ci95``, ``delta_vs_base``, ``ece``, ``brier``, ``nll``. The rows of the
 published checkpoint (``checkpoint`` equal to its stage name, or ``model`` equal to its path)
-go into ``model-index``; every row appears in the card's comparison table.
+go into ``model-index``; every row appears in the card's comparison table. ``perplexity`` (optional)
+lists held-out text rows: ``checkpoint``, ``set`` (``heldout`` = the corpus's held-out papers, or
+an ``eval.perplexity_sets`` name), ``model``, ``n_docs``, ``bits_per_byte``, ``perplexity``,
+``delta_bpb_vs_base``; :func:`read_comparison` returns them among the rows with
+``kind: "perplexity"`` and ``benchmark`` = the set name, and the card lists bits per byte beside
+MCQ accuracy (in ``model-index`` too).
 """
 
 from __future__ import annotations
@@ -68,6 +73,10 @@ def read_comparison(path: Path | None) -> tuple[list[dict[str, Any]], str | None
     if not isinstance(rows, list):
         return [], None
     good = [r for r in rows if isinstance(r, dict) and isinstance(r.get("checkpoint"), str) and isinstance(r.get("benchmark"), str)]
+    ppl = data.get("perplexity") if isinstance(data, dict) else None
+    for r in ppl if isinstance(ppl, list) else []:
+        if isinstance(r, dict) and isinstance(r.get("checkpoint"), str) and isinstance(r.get("set"), str):
+            good.append({**r, "kind": "perplexity", "benchmark": r["set"]})
     return good, method if isinstance(method, str) else None
 
 
@@ -94,8 +103,12 @@ def eval_results(rows: list[dict[str, Any]], recipe: Recipe, method: str | None)
     from huggingface_hub import EvalResult
 
     benches = {b.name: b for b in recipe.eval.benchmarks}
+    sets = {s.name: s for s in recipe.eval.perplexity_sets}
     results = []
     for row in rows:
+        if row.get("kind") == "perplexity":
+            results += _perplexity_results(row, sets.get(row["benchmark"]))
+            continue
         bench = benches.get(row["benchmark"])
         dataset_type = bench.path if bench is not None and is_hub_id(bench.path) else row["benchmark"]
         common = dict(
@@ -117,6 +130,31 @@ def eval_results(rows: list[dict[str, Any]], recipe: Recipe, method: str | None)
             if value is not None:
                 results.append(EvalResult(metric_type=key, metric_value=value, metric_name=name, **common))
     return results
+
+
+def _perplexity_results(row: dict[str, Any], ref: Any) -> list[Any]:
+    """Bits per byte (and perplexity) on a held-out text set, as model-index results."""
+    from huggingface_hub import EvalResult
+
+    held = row["benchmark"] == "heldout"
+    common = dict(
+        task_type="text-generation",
+        task_name="Held-out astronomy text (language modelling)" if held else "Language modelling",
+        dataset_type=ref.path if ref is not None and is_hub_id(ref.path) else row["benchmark"],
+        dataset_name="held-out arXiv astro-ph papers (corpus split)" if held else row["benchmark"],
+        dataset_config=ref.config if ref is not None else None,
+        dataset_split=ref.split if ref is not None and is_hub_id(ref.path) else None,
+        source_name="astrosage eval",
+        source_url=SOURCE_URL,
+    )
+    out = []
+    bpb = _number(row.get("bits_per_byte"))
+    if bpb is not None:
+        out.append(EvalResult(metric_type="bits_per_byte", metric_value=bpb, metric_name="Bits per byte", **common))
+    ppl = _number(row.get("perplexity"))
+    if ppl is not None:
+        out.append(EvalResult(metric_type="perplexity", metric_value=ppl, metric_name="Perplexity (per token)", **common))
+    return out
 
 
 # ------------------------------------------------------------------------------------ the card
@@ -359,8 +397,10 @@ def _eval_section(inputs: CardInputs, results: list[Any]) -> list[str]:
     method = inputs.eval_method or "letter"
     out += [f"Multiple-choice astronomy benchmarks (AstroMLab-1 style), scoring method `{method}`; "
             "calibration from the softmax over the four letters.", ""]
+    mcq = [row for row in inputs.eval_rows if row.get("kind") != "perplexity"]
+    ppl = [row for row in inputs.eval_rows if row.get("kind") == "perplexity"]
     out += ["| checkpoint | benchmark | n | accuracy | vs base | ECE | Brier | NLL |", "|---|---|---|---|---|---|---|---|"]
-    for row in inputs.eval_rows:
+    for row in mcq:
         acc, delta = _number(row.get("accuracy")), _number(row.get("delta_vs_base"))
         cells = [
             row["checkpoint"], row["benchmark"], str(row.get("n", "")),
@@ -369,6 +409,15 @@ def _eval_section(inputs: CardInputs, results: list[Any]) -> list[str]:
             *[f"{v:.4f}" if (v := _number(row.get(k))) is not None else "" for k in ("ece", "brier", "nll")],
         ]
         out.append("| " + " | ".join(cells) + " |")
+    if ppl:
+        out += ["", "Bits per byte on held-out text (lower is better; `heldout` = corpus papers never trained on): token "
+                "NLL in bits per UTF-8 byte, so models with different tokenizers compare fairly.", "",
+                "| checkpoint | text | documents | bits per byte | vs base | perplexity |", "|---|---|---|---|---|---|"]
+        for row in ppl:
+            bpb, delta, px = (_number(row.get(k)) for k in ("bits_per_byte", "delta_bpb_vs_base", "perplexity"))
+            out.append(f"| {row['checkpoint']} | {row['benchmark']} | {row.get('n_docs', '')} | "
+                       f"{f'{bpb:.4f}' if bpb is not None else 'n/a'} | {f'{delta:+.4f}' if delta is not None else ''} | "
+                       f"{f'{px:.2f}' if px is not None else ''} |")
     if not results:
         out += ["", f"None of these rows has a labelled score for the published checkpoint (`{inputs.model_stage}`), "
                 "so the metadata carries no model-index results."]

@@ -64,22 +64,41 @@ def topic_bars(per_topic: dict[str, dict], title: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def comparison_chart(rows: list[dict], path: Path) -> Path:
-    """Grouped bars: accuracy of every checkpoint on every benchmark, with 95% intervals."""
+def comparison_chart(rows: list[dict], path: Path, perplexity: list[dict] | None = None) -> Path:
+    """Grouped bars: accuracy of every checkpoint on every benchmark (95% intervals), and, given
+    ``perplexity`` rows, a second panel with bits per byte per checkpoint and text set (change vs base)."""
     import numpy as np
 
     benchmarks = sorted({r["benchmark"] for r in rows})
-    checkpoints = list(dict.fromkeys(r["checkpoint"] for r in rows))
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(checkpoints) * len(benchmarks) + 2), 4))
+    checkpoints = list(dict.fromkeys([r["checkpoint"] for r in rows] + [r["checkpoint"] for r in perplexity or []]))
+    panels = 2 if perplexity else 1
+    width_in = max(5, 1.2 * len(checkpoints) * max(1, len(benchmarks)) + 2)
+    fig, axes = plt.subplots(1, panels, figsize=(width_in + (5 if perplexity else 0), 4), squeeze=False)
+    ax = axes[0][0]
     x = np.arange(len(benchmarks))
     width = 0.8 / max(1, len(checkpoints))
     for j, ckpt in enumerate(checkpoints):
         blocks = [next((r for r in rows if r["checkpoint"] == ckpt and r["benchmark"] == b), {}) for b in benchmarks]
         values = [b.get("accuracy") or 0.0 for b in blocks]
-        errs = list(zip(*[_err(b) for b in blocks]))
+        errs = list(zip(*[_err(b) for b in blocks])) or [[], []]
         ax.bar(x + j * width - 0.4 + width / 2, values, width, yerr=errs, capsize=3, label=ckpt)
     ax.axhline(0.25, ls=":", color="gray")
     ax.set_xticks(x, benchmarks)
     ax.set(ylim=(0, 1), ylabel="accuracy (95% CI)", title="Did domain training help? accuracy per checkpoint")
     ax.legend(fontsize=8)
+    if perplexity:
+        ax = axes[0][1]
+        sets = list(dict.fromkeys(r["set"] for r in perplexity))
+        x = np.arange(len(sets))
+        for j, ckpt in enumerate(checkpoints):
+            blocks = [next((r for r in perplexity if r["checkpoint"] == ckpt and r["set"] == s), {}) for s in sets]
+            values = [b.get("bits_per_byte") or 0.0 for b in blocks]
+            bars = ax.bar(x + j * width - 0.4 + width / 2, values, width, label=ckpt)
+            for bar, b in zip(bars, blocks):
+                if b.get("relative_bpb_change") is not None:
+                    ax.annotate(f"{100 * b['relative_bpb_change']:+.1f}%", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                                ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x, sets)
+        ax.set(ylabel="bits per byte (lower is better)", title="held-out bits per byte (change vs base)")
+        ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)
