@@ -170,3 +170,29 @@ def test_a_stride_as_long_as_the_window_is_a_clear_error(tmp_path, tiny_base):
     with pytest.raises(ValueError, match="eval.perplexity_stride: 64 must be smaller than the window, cpt.max_seq_len = 64"):
         manager.run(["eval"])
     assert not any((manager.run_dir / "eval.cache").glob("*.jsonl"))  # refused before any MCQ was scored
+
+
+def test_a_hub_set_that_cannot_be_loaded_names_the_set(monkeypatch):
+    from eval.perplexity import load_text_set
+
+    with pytest.raises(RuntimeError, match=r"eval.perplexity_sets\[wiki\] \(nobody-astrosage/no-such-set\): cannot load the Hub dataset"):
+        load_text_set("wiki", "nobody-astrosage/no-such-set", config="raw", split="test")
+
+
+@pytest.mark.slow
+def test_heldout_limit_scores_the_first_documents_from_the_cache(demo):
+    """Last in this file: it reruns the demo's eval stage (in its temporary folder) with eval.heldout_limit=1."""
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(REPO_ROOT)
+    try:
+        recipe = load_recipe(REPO_ROOT / "recipes" / "tiny-cpu.yaml",
+                             overrides=[f"run.output_dir={demo['run'].parent}", "eval.heldout_limit=1"])
+        assert {o.stage: o.status for o in RunManager(recipe).run(["eval"])}["eval"] == "done"
+    finally:
+        os.chdir(cwd)
+    comparison = json.loads((demo["run"] / "eval" / "comparison.json").read_text())
+    assert [r["n_docs"] for r in comparison["perplexity"]] == [1, 1, 1, 1]
+    counts = json.loads((demo["run"] / "eval" / "manifest.json").read_text())["counts"]
+    assert counts["perplexity_scored_now"] == 0 and counts["perplexity_from_cache"] == 4  # scored by the full run already
