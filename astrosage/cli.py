@@ -105,9 +105,19 @@ def validate(
     recipe: Path = RecipeArg,
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
-    """Check a recipe (schema, cross-field rules, local paths) without running anything."""
+    """Check a recipe (schema, cross-field rules, local paths, the content of local inputs) without running anything."""
     loaded = _load(recipe, overrides)
+    from .input_checks import check_inputs
     from .pipeline import STAGES
+
+    report = check_inputs(loaded)
+    for line in report.lines(report.warnings):
+        console.print(f"[yellow]warning:[/] {escape(line)} (the stage will drop and count it)", highlight=False, soft_wrap=True)
+    if report.errors:
+        console.print(f"[bold red]error:[/] {recipe}: bad input data", highlight=False)
+        for line in report.lines(report.errors):
+            console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
 
     enabled = [s for s in STAGES if getattr(loaded, s).enabled]
     unavailable = [s for s in enabled if not STAGES[s].available]
@@ -151,11 +161,12 @@ def _run(recipe_path: Path, overrides: Optional[list[str]], stages: Optional[lis
     try:
         selected = manager.select(stages)
         manager.check_available(selected)
+        manager.check_inputs(selected)  # content of benchmarks, data files, corpus metadata: before any stage
     except StageNotAvailable as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_NOT_AVAILABLE) from None
     except PipelineError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
     # the run folder's lock first: a second run on the same folder must not touch anything in it

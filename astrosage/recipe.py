@@ -37,9 +37,36 @@ _NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
 class _Section(BaseModel):
-    """Base for every recipe section: unknown keys are errors, assignments are validated."""
+    """Base for every recipe section: unknown keys are errors, assignments are validated, numbers are
+    finite (``.inf`` is refused: it trains a model of NaNs), and integer fields take integers only
+    (``max_steps: true`` or ``512.0`` is refused, not read as 1 or 512)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=False, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, (bool, float)) and info.field_name in cls.model_fields:
+            accepted = _scalar_types(cls.model_fields[info.field_name].annotation)
+            if isinstance(value, bool) and bool not in accepted and (int in accepted or float in accepted):
+                raise ValueError(f"{value!r} is a boolean; this field takes a number")
+            if isinstance(value, float) and int in accepted and float not in accepted:
+                raise ValueError(f"{value!r} is not an integer; write it without a decimal point")
+        return value
+
+
+def _scalar_types(annotation: Any) -> set[Any]:
+    """The plain types an annotation accepts at its top level (``int | None`` -> {int, NoneType})."""
+    import types
+    import typing
+
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return set().union(*(_scalar_types(a) for a in typing.get_args(annotation)))
+    return {annotation}
+
+
+#: the longest sequence/generation any field takes (tokens): 1,048,576; beyond is a typo, not a plan
+MAX_TOKENS = 1 << 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,6 +189,18 @@ class CorpusSection(_Section):
     include_gr_qc: bool = Field(default=False, description="Also harvest gr-qc (as AstroSage-8B did).")
     date_from: str | None = Field(default=None, description="First submission date, YYYY-MM-DD.", pattern=r"^\d{4}-\d{2}-\d{2}$")
     date_to: str | None = Field(default=None, description="Last submission date, YYYY-MM-DD.", pattern=r"^\d{4}-\d{2}-\d{2}$")
+
+    @field_validator("date_from", "date_to")
+    @classmethod
+    def _real_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            import datetime
+
+            try:
+                datetime.date.fromisoformat(value)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not a calendar date ({exc})") from None
+        return value
     max_papers: int | None = Field(default=None, gt=0, description="Stop after this many papers (for trials).")
     contact_email: str | None = Field(
         default=None, description="Your e-mail, sent in the User-Agent as arXiv's terms ask (required for network sources)."
@@ -239,7 +278,7 @@ class SynthSection(_Section):
     chunk_chars: int = Field(default=1_800, gt=0, description="Characters per chunk sent to the teacher.")
     chunk_overlap: int = Field(default=200, ge=0, description="Characters of overlap between consecutive chunks.")
     max_chunks: int | None = Field(default=None, gt=0, description="Stop after this many chunks (for trials).")
-    max_new_tokens: int = Field(default=1_024, gt=0, description="Generation budget per request.")
+    max_new_tokens: int = Field(default=1_024, gt=0, le=MAX_TOKENS, description="Generation budget per request.")
     temperature: float = Field(default=0.7, ge=0, description="Sampling temperature.")
     top_p: float = Field(default=0.95, gt=0, le=1, description="Nucleus sampling top-p.")
     batch_size: int = Field(default=8, gt=0, description="Prompts per batch (local backends).")
@@ -328,16 +367,16 @@ class TrainingSection(_Section):
     """Fields shared by the two training stages."""
 
     enabled: bool = Field(default=True, description="Run this stage.")
-    learning_rate: float = Field(default=2e-5, gt=0, description="Peak learning rate.")
+    learning_rate: float = Field(default=2e-5, gt=0, le=1.0, description="Peak learning rate.")
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
         default="cosine", description="Learning-rate schedule."
     )
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1, description="Fraction of steps used for linear warm-up.")
-    num_epochs: float = Field(default=1.0, gt=0, description="Passes over the training data.")
+    num_epochs: float = Field(default=1.0, gt=0, le=1_000, description="Passes over the training data.")
     max_steps: int | None = Field(default=None, gt=0, description="Stop after this many optimizer steps (overrides num_epochs).")
-    max_seq_len: int = Field(default=8_192, gt=0, description="Packed sequence length in tokens.")
-    per_device_batch_size: int = Field(default=1, gt=0, description="Sequences per device per micro-step.")
-    gradient_accumulation_steps: int = Field(default=1, gt=0, description="Micro-steps per optimizer step.")
+    max_seq_len: int = Field(default=8_192, gt=0, le=MAX_TOKENS, description="Packed sequence length in tokens.")
+    per_device_batch_size: int = Field(default=1, gt=0, le=65_536, description="Sequences per device per micro-step.")
+    gradient_accumulation_steps: int = Field(default=1, gt=0, le=65_536, description="Micro-steps per optimizer step.")
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
     gradient_checkpointing: bool = Field(default=True, description="Recompute activations to save memory.")
@@ -535,7 +574,7 @@ class EvalSection(_Section):
     )
     batch_size: int = Field(default=8, gt=0, description="Questions per forward batch.")
     limit: int | None = Field(default=None, gt=0, description="Score only the first N questions of each benchmark.")
-    max_new_tokens: int = Field(default=512, gt=0, description="Generation budget ('generate' method).")
+    max_new_tokens: int = Field(default=512, gt=0, le=MAX_TOKENS, description="Generation budget ('generate' method).")
     thinking: bool = Field(default=False, description="Let the model reason in <think> before answering ('generate').")
     backend: Literal["transformers", "vllm"] = Field(
         default="transformers",
@@ -724,8 +763,10 @@ class _StrictLoader(yaml.SafeLoader):
 
 # YAML 1.1 sexagesimal numbers (``1:30`` -> 90) surprise everyone who writes a wall time or a
 # clock; YAML 1.2 dropped them. Same int/float patterns as PyYAML's resolver, minus base 60.
+# Dates stay text too (``date_from: 2024-13-45`` is then a clear field error, not a traceback from
+# the YAML timestamp constructor; the schema's date fields are YYYY-MM-DD strings).
 _StrictLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp")]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _StrictLoader.add_implicit_resolver(

@@ -56,6 +56,10 @@ class RunLockedError(PipelineError):
     """Another process holds the run folder's lock."""
 
 
+class BadInputError(PipelineError):
+    """A local input the recipe names (benchmark, data file, corpus metadata) is unusable."""
+
+
 LOCK_NAME = ".astrosage.lock"
 HOLDER_NAME = ".astrosage.lock.json"
 
@@ -259,6 +263,7 @@ class RunManager:
         self.order = [s for s in STAGE_ORDER if s in self.registry] if registry is None else list(self.registry)
         self.run_dir = Path(recipe.run.output_dir).resolve() / recipe.run.name
         self._lock = RunLock(self.run_dir, recipe.run.name)
+        self._inputs_checked: set[str] = set()
 
     @contextlib.contextmanager
     def locked(self):
@@ -300,6 +305,28 @@ class RunManager:
         missing = [self.registry[s] for s in selected if self.enabled(s) and not self.registry[s].available]
         if missing:
             raise StageNotAvailable("\n".join(spec.not_available_message() for spec in missing))
+
+    def check_inputs(self, selected: list[str]) -> None:
+        """Check the content of every local input the selected stages read, before any stage runs.
+
+        Raises :class:`BadInputError` naming file, line and field; rows a stage would only drop are
+        logged as warnings. Done once per manager (the CLI calls it before taking the lock).
+        """
+        todo = [s for s in selected if self.enabled(s) and s not in self._inputs_checked]
+        if not todo or self.registry is not STAGES:
+            return
+        from .input_checks import InputError, require_valid_inputs
+
+        try:
+            report = require_valid_inputs(self.recipe, todo)
+        except InputError as exc:
+            raise BadInputError(
+                "bad input data, found before running any stage:\n  " + "\n  ".join(
+                    f"{src}: {dotted}: {msg}" for src, dotted, msg in exc.problems)
+            ) from None
+        for src, dotted, msg in report.warnings:
+            log.warning("%s: %s: %s (the stage will drop and count it)", src, dotted, msg)
+        self._inputs_checked.update(todo)
 
     # ---------------------------------------------------------------- fingerprints
     def manifest_path(self, stage: str) -> Path:
@@ -395,6 +422,7 @@ class RunManager:
         """
         selected = self.select(stages)
         self.check_available(selected)
+        self.check_inputs(selected)
         with self.locked():
             return self._run_selected(selected, force, on_event)
 
@@ -551,4 +579,4 @@ def _section_value(recipe: Recipe, dotted: str) -> Any:
     return node
 
 
-__all__ = ["RunManager", "RunLock", "StageOutcome", "PipelineError", "RunLockedError", "StageNotAvailable"]
+__all__ = ["RunManager", "RunLock", "StageOutcome", "PipelineError", "RunLockedError", "BadInputError", "StageNotAvailable"]
