@@ -197,6 +197,9 @@ class Harness:
         trainer.add_callback(_log_last_step_callback())
         trainer.add_callback(self.preemption)
         trainer.add_callback(self.checkpoints)
+        from .guards import NonFiniteGuard  # a NaN/inf loss or weight fails the stage, naming the step
+
+        trainer.add_callback(NonFiniteGuard(self.work_dir.name.split(".")[0]))
 
     def train(self, trainer):
         """Resume from the newest complete checkpoint (if any); raise Preempted if signalled."""
