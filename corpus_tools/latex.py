@@ -19,7 +19,8 @@ TEX_SUFFIXES = (".tex", ".ltx", ".latex", "")
 REFEREE_NAME = re.compile(r"(respon[sc]e|reply|referee|rebuttal|cover[-_ ]?letter|letter[-_ ]?to|changes|answer)", re.I)
 _INPUTENC = re.compile(rb"\\usepackage\s*\[([^\]]*)\]\s*\{inputenc\}")
 _LATIN = {"latin1": "latin-1", "latin9": "iso8859-15", "ansinew": "cp1252", "cp1252": "cp1252", "applemac": "mac_roman",
-          "latin2": "iso8859-2", "cp1250": "cp1250", "utf8": "utf-8", "utf8x": "utf-8"}
+          "latin2": "iso8859-2", "cp1250": "cp1250", "utf8": "utf-8", "utf8x": "utf-8", "cp1251": "cp1251",
+          "koi8-r": "koi8-r", "koi8-u": "koi8-u", "cp866": "cp866"}
 
 
 class LatexError(ValueError):
@@ -74,10 +75,32 @@ def _decode(data: bytes) -> tuple[str, str]:
                     return data.decode(enc), enc
                 except UnicodeDecodeError:
                     break
+    cyr = _cyrillic_8bit(data)
+    if cyr:
+        return data.decode(cyr, "replace"), cyr
     try:
         return data.decode("cp1252"), "cp1252"
     except UnicodeDecodeError:
         return data.decode("latin-1"), "latin-1"
+
+
+_HIGH_RUN = re.compile(rb"[\xc0-\xff]{3,}")
+
+
+def _cyrillic_8bit(data: bytes) -> str | None:
+    """``koi8-r`` or ``cp1251`` for undeclared 8-bit Russian text (else None).
+
+    Western accents are lone high bytes inside ASCII words; Cyrillic words are runs of them. In
+    Russian text lower case dominates: KOI8-R puts it at 0xC0-0xDF, cp1251 at 0xE0-0xFF.
+    """
+    runs = _HIGH_RUN.findall(data[:200_000])
+    if sum(map(len, runs)) < 200:
+        return None
+    high = sum(1 for b in data[:200_000] if b >= 0x80)
+    if sum(map(len, runs)) < 0.6 * high:
+        return None
+    low = sum(1 for r in runs for b in r if b < 0xE0)
+    return "koi8-r" if low > sum(map(len, runs)) - low else "cp1251"
 
 
 # ------------------------------------------------------------------ comments
@@ -344,7 +367,10 @@ _UNSAFE_BODY = re.compile(
     r"multiply|divide|numexpr|dimexpr|the|number|ignorespaces|NewDocumentCommand|DeclareDocumentCommand|"
     r"newenvironment|renewenvironment|@\w*)(?![A-Za-z@])|\\[A-Za-z]+@|#[^1-9#]"
 )
-_IFMMODE = re.compile(r"^\s*(?:\\relax\s*)?\\ifmmode(?![A-Za-z@])(.*?)\\else(?![A-Za-z@])(.*?)\\fi(?![A-Za-z@])\s*(\\xspace)?\s*$", re.S)
+#: ``\\ifmmode A\\else B\\fi``, also inside a group with font switches: ``{\\sc \\relax\\ifmmode A\\else B\\fi}\\xspace``
+_IFMMODE = re.compile(
+    r"^\s*(\{)?\s*(?:\\(?:relax|sc|rm|bf|it|sf|tt|normalfont|upshape)(?![A-Za-z@])\s*)*\\ifmmode(?![A-Za-z@])(.*?)"
+    r"\\else(?![A-Za-z@])(.*?)\\fi(?![A-Za-z@])\s*(?(1)\})\s*(\\xspace)?\s*$", re.S)
 #: commands the renderer handles itself; a paper's redefinition of them is ignored
 PROTECTED_NAMES = frozenset(
     "section subsection subsubsection paragraph chapter caption label ref eqref autoref cref Cref cite citep citet "
@@ -357,8 +383,8 @@ def _classify(name: str, body: str) -> tuple[str, bool]:
     """(body to use, unsafe?) for a definition; ``\\ifmmode A\\else B\\fi`` becomes ``\\ensuremath{A}``."""
     if "\\ifmmode" in body:
         m = _IFMMODE.match(body)
-        if m and not _UNSAFE_BODY.search(m.group(1)):
-            body = "\\ensuremath{" + m.group(1).strip() + "}" + ("\\xspace" if m.group(3) else "")
+        if m and not _UNSAFE_BODY.search(m.group(2)):
+            body = "\\ensuremath{" + m.group(2).strip() + "}" + ("\\xspace" if m.group(4) else "")
     return body, ("@" in name or bool(_UNSAFE_BODY.search(body)))
 
 
@@ -489,6 +515,9 @@ class MacroExpander:
             table.update(_BUILTIN_EXPANDED)
         table.update(user)
         self.table = table
+        #: macros whose body calls themselves (``\\renewcommand{\\vec}[1]{\\vec{\\mathbf{#1}}}``, the table's
+        #: ``\\ensuremath{\\farcs}``-style entries): that inner call is left as the call, not expanded 16 deep
+        self.self_calling = frozenset(n for n, m in table.items() if re.search(r"\\" + re.escape(n) + r"(?![A-Za-z@])", m.body))
         self.max_depth = max_depth
         self.max_growth = max_growth
         self.pattern = _ANY_CS if table else None
@@ -501,7 +530,7 @@ class MacroExpander:
         self._budget = max(1_000_000, len(text) * self.max_growth)
         return self._expand(text, 0)
 
-    def _expand(self, text: str, depth: int) -> str:
+    def _expand(self, text: str, depth: int, active: frozenset[str] = frozenset()) -> str:
         pattern = self.pattern
         table = self.table
         out: list[str] = []
@@ -513,8 +542,9 @@ class MacroExpander:
             if m is None:
                 break
             search = m.end()
-            macro = table.get(m.group(1))
-            if macro is None or macro.unsafe:
+            name = m.group(1)
+            macro = table.get(name)
+            if macro is None or macro.unsafe or name in active:  # a body calling itself: left as the call
                 continue
             j = m.end()
             args: list[str] = []
@@ -540,7 +570,7 @@ class MacroExpander:
             if macro.nargs:
                 body = re.sub(r"#(\d)", lambda a: args[int(a.group(1)) - 1] if 0 < int(a.group(1)) <= len(args) else "", body)
             if depth < self.max_depth and "\\" in body:
-                body = self._expand(body, depth + 1)
+                body = self._expand(body, depth + 1, active | {name} if name in self.self_calling else active)
             # a macro ending in a control word swallows the following space; keep words apart
             if body and re.search(r"\\[A-Za-z@]+$", body) and j < len(text) and text[j].isalpha():
                 body += " "
@@ -600,17 +630,38 @@ def bibliography_source(src: str, texts: dict[str, str], main: str) -> str | Non
 
     Returns None when the source already holds a ``thebibliography`` list or nothing is bundled.
     """
-    if "\\bibitem" in src:
+    doc = _BEGIN_DOC.search(src)
+    if "\\bibitem" in (src[doc.end():] if doc else src):  # a preamble's \let\oldbibitem\bibitem is no list
         return None
     bbls = {n: t for n, t in texts.items() if n.endswith(".bbl")}
+    bibs = {n: t for n, t in texts.items() if n.endswith(".bib")}
     if bbls:
         stem = posixpath.splitext(main)[0]
         name = stem + ".bbl" if stem + ".bbl" in bbls else sorted(bbls, key=lambda n: -len(bbls[n]))[0]
         bbl = bbls[name]
-        return bbl_to_bibitems(bbl) if is_biblatex_bbl(bbl) else bbl
-    bibs = {n: t for n, t in texts.items() if n.endswith(".bib")}
+        items = bbl_to_bibitems(bbl) if is_biblatex_bbl(bbl) else bbl
+        # a stale .bbl (an older version's) misses keys the text cites: take those from the .bib
+        missing = {k for k in _cited_keys(src) if "{" + k + "}" not in items} if bibs else set()
+        extra = _bib_items(src, bibs, missing) if missing else ""
+        if not extra:
+            return items
+        end = items.rfind("\\end{thebibliography}")
+        return items[:end] + extra + "\n" + items[end:] if end >= 0 else items + "\n" + extra
     if not bibs:
         return None
+    items = _bib_items(src, bibs)
+    return "\\begin{thebibliography}{}\n" + items + "\n\\end{thebibliography}\n" if items else None
+
+
+_CITE_KEYS = re.compile(r"\\(?:[A-Za-z]*cite[A-Za-z]*|citetalias|citepalias)\*?\s*(?:\[[^\]]*\]\s*){0,2}\{([^{}]*)\}")
+
+
+def _cited_keys(src: str) -> set[str]:
+    return {k.strip() for group in _CITE_KEYS.findall(src) for k in group.split(",") if k.strip()}
+
+
+def _bib_items(src: str, bibs: dict[str, str], only: set[str] | None = None) -> str:
+    """``\\bibitem`` lines from the ``.bib`` files the source names (else all of them); ``only`` these keys."""
     wanted = [w.strip() for group in _ADDBIBRESOURCE.findall(src) for w in group.split(",") if w.strip()]
     chosen = []
     for w in wanted:
@@ -619,7 +670,9 @@ def bibliography_source(src: str, texts: dict[str, str], main: str) -> str | Non
                 chosen.append(cand)
     chosen = chosen or sorted(bibs)
     items = "\n".join(bib_to_bibitems(bibs[n]) for n in chosen)
-    return "\\begin{thebibliography}{}\n" + items + "\n\\end{thebibliography}\n" if items else None
+    if only is None:
+        return items
+    return "\n".join(line for line in items.split("\n") if line.rstrip().endswith(tuple("{" + k + "}" for k in only)))
 
 
 def insert_bibliography(src: str, bib: str) -> str:

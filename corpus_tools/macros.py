@@ -20,7 +20,6 @@ _MATH: dict[str, str] = {
     "sun": r"\odot", "earth": r"\oplus",
     "kms": r"{\rm km\,s^{-1}}", "kmps": r"{\rm km\,s^{-1}}", "kmsec": r"{\rm km\,s^{-1}}",
     "degr": r"^\circ", "degree": r"^\circ", "arcmin": r"^\prime", "arcsec": r"^{\prime\prime}",
-    "farcs": r"\farcs", "farcm": r"\farcm", "fdg": r"\fdg",
     "micron": r"\mu{\rm m}", "la": r"\lesssim", "ga": r"\gtrsim", "lapprox": r"\lesssim", "gapprox": r"\gtrsim",
     "Msunyr": r"M_\odot\,{\rm yr^{-1}}", "mpc": r"{\rm Mpc}", "kpc": r"{\rm kpc}",
 }

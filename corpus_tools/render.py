@@ -83,7 +83,7 @@ _SYMBOLS = {
     "dag": "†", "ddag": "‡", "textregistered": "®", "texttrademark": "™", "LaTeX": "LaTeX", "TeX": "TeX",
     "quad": " ", "qquad": " ", "enspace": " ", "thinspace": " ", "newline": HARD_NL, "linebreak": HARD_NL,
     "par": HARD_NL + HARD_NL, "textperthousand": "‰", "textmu": "µ", "micro": "µ", "sim": "~", "pm": "±",
-    "times": "×", "approx": "≈", "odot": "⊙", "textpm": "±", "texttimes": "×", "farcs": "″", "farcm": "′", "fdg": "°",
+    "times": "×", "approx": "≈", "odot": "⊙", "textpm": "±", "texttimes": "×", "farcs": ".″", "farcm": ".′", "fdg": ".°",
     "acknowledgments": HARD_NL * 2 + "# Acknowledgments" + HARD_NL * 2,
     "acknowledgements": HARD_NL * 2 + "# Acknowledgements" + HARD_NL * 2,
     "item": HARD_NL + "- ", "noindent": "", "indent": "",
@@ -325,11 +325,18 @@ def _restore(s: str) -> str:
     return s
 
 
+_XSPACE = re.compile(r"\\xspace(?![A-Za-z@])\s*")
+
+
 def _math_cleanup(s: str) -> str:
-    if "\\ensuremath" in s:
+    for _ in range(8):  # nested (a math macro's argument holding another): one level per round
+        if "\\ensuremath" not in s:
+            break
         s = replace_commands(s, _ENSUREMATH, lambda n, o, a: a[0], 1, nopts=0)
     if "\\label" in s:
         s = replace_commands(s, ("label",), lambda *a: "", 1, nopts=0)
+    if "\\xspace" in s:  # a text-spacing helper from an \ensuremath-style macro: nothing in math
+        s = _XSPACE.sub("", s)
     return s
 
 
