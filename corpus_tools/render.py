@@ -11,87 +11,26 @@ numbers LaTeX prints (:mod:`corpus_tools.refs`); colour and revision markup -> t
 accents -> Unicode; text-mode markup removed. Math (``$``, ``$$``, ``\\(``, ``\\[``,
 equation/align/... environments) is copied verbatim: prose rewrites never run inside it (only
 ``\\label`` is dropped there).
+
+The rule tables live in :mod:`.textrules`, the bibliography cut in :mod:`.bibcut`, per-segment
+cleanup (prose, math, raw) in :mod:`.cleanup`; this module does the body's structure and the entry point.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 
 from .citations import Bibliography, read_aliases, read_bibitems, render_citations
-from .macros import BUILTIN_MACROS, roman
 from .refs import Label, number_labels, render_refs
-from .segments import CODE_ENVS, MATH_ENVS, RAW_ENVS, code_body, segments
+from .segments import CODE_ENVS, MATH_ENVS, RAW_ENVS, segments
 from .texparse import find_env_end, read_group, read_groups, read_optional, replace_commands, replace_envs, skip_ws
+from .bibcut import cut_bibliography
+from .cleanup import _join, _math_cleanup, _raw_cleanup, _text_cleanup
+from .textrules import (_FRONT_MATTER, _FRONT_NARGS, _REVISION, _SECTION_LEVEL, _UNWRAP, _UNWRAP_NARGS, DROP_ENVS,
+                        FIGURE_ENVS, HARD_NL)
 
 __all__ = ["CODE_ENVS", "MATH_ENVS", "RAW_ENVS", "Rendered", "cut_bibliography", "render", "segments"]
-
-HARD_NL = "\x02"
-
-DROP_ENVS = ("comment", "tikzpicture", "picture", "pspicture", "keywords", "titlepage", "CJK", "thebibliography",
-             "references", "abstract")
-FIGURE_ENVS = ("figure", "figure*", "wrapfigure", "SCfigure", "subfigure", "interactive", "animation")
-
-_SECTION_LEVEL = {"part": "#", "chapter": "#", "section": "#", "subsection": "##", "subsubsection": "###",
-                  "paragraph": "####", "subparagraph": "####"}
-_FRONT_MATTER = (
-    "title", "author", "affiliation", "affil", "altaffiliation", "altaffiltext", "institute", "email", "date", "keywords",
-    "thanks", "shorttitle", "shortauthors", "received", "accepted", "published", "revised", "submitted", "journalinfo",
-    "correspondingauthor", "titlerunning", "authorrunning", "offprints", "subjclass", "pacs", "collaboration", "address",
-    "affilnum", "orcidlink", "submitjournal", "keyword", "KEYWORDS", "doi", "dedicated", "mail", "homepage",
-    "bibliographystyle", "bibliography", "nocite", "label", "includegraphics", "vspace", "hspace", "setlength",
-    "addtolength", "setcounter", "addtocounter", "pagestyle", "thispagestyle", "epsscale", "plotone", "linenumbers",
-    "graphicspath", "newcounter", "renewenvironment", "newenvironment", "newtheorem", "hypersetup", "usepackage",
-    "printbibliography", "altaffilmark", "facility", "facilities", "software", "tableofcontents", "phantom",
-    "markboth", "settowidth", "fontsize", "selectfont", "resizebox", "epsfig", "psfig", "epsfxsize", "rotatebox",
-    "titlehead", "pagerange", "pubyear", "volume", "copyrightyear", "journal", "footnotemark",
-    "listoftodos", "color", "pagecolor", "definecolor", "defcitealias", "AuthorCallLimit", "shortauthor", "shorttitle", "def", "makeatletter", "makeatother",
-    "definechangesauthor", "orcid", "arxiv", "newpage", "clearpage", "bigskip", "medskip", "smallskip", "centering",
-)
-_FRONT_NARGS = {"newenvironment": 3, "renewenvironment": 3, "setlength": 2, "addtolength": 2, "setcounter": 2,
-                "addtocounter": 2, "markboth": 2, "settowidth": 2, "fontsize": 2, "resizebox": 2, "rotatebox": 1,
-                "newtheorem": 2, "footnotemark": 0, "definecolor": 3, "pagecolor": 1, "listoftodos": 0,
-                "makeatletter": 0, "makeatother": 0, "newpage": 0, "clearpage": 0, "bigskip": 0, "medskip": 0,
-                "smallskip": 0, "centering": 0, "definechangesauthor": 1}
-_UNWRAP = (
-    "textbf", "textit", "textsl", "textsc", "textrm", "texttt", "textsf", "textup", "textnormal", "emph", "underline",
-    "mbox", "hbox", "fbox", "makebox", "framebox", "text", "uline", "textmd", "em", "bf", "it", "url", "nolinkurl",
-    "MakeUppercase", "uppercase", "lowercase", "textsuperscript", "textsubscript", "object", "dataset", "anchor",
-    "acronym", "ac", "acs", "acl", "gls", "texorpdfstring", "hl", "highlight", "hlc", "uwave", "textcolor", "colorbox",
-    "fcolorbox", "added", "sethlcolor", "ul",
-)
-#: arguments that are not text, per command: the text argument kept is the last one
-_UNWRAP_NARGS = {"textcolor": 2, "colorbox": 2, "fcolorbox": 3, "texorpdfstring": 2, "parbox": 2}
-#: colour / revision markup (ulem, soul, changes): deleted text goes, the replacement stays
-_REVISION = {"st": None, "sout": None, "xout": None, "deleted": None, "replaced": 0, "comment": None,
-             "todo": None, "marginpar": None, "marginnote": None}
-#: arguments after \begin{name} that are layout, not text: (optional args, mandatory args)
-_ENV_ARGS = {"minipage": (1, 1), "wrapfigure": (1, 2), "wraptable": (1, 2), "multicols": (0, 1), "multicols*": (0, 1),
-             "list": (0, 2), "adjustbox": (0, 1), "tcolorbox": (1, 0), "mdframed": (1, 0), "spacing": (0, 1),
-             "addmargin": (1, 1), "landscape": (0, 0), "center": (0, 0), "figure": (1, 0), "table": (1, 0)}
-_TEXT_BUILTINS = {k: b for k, (n, b) in BUILTIN_MACROS.items() if n == 0 and not b.startswith("\\ensuremath")}
-
-_ACCENTS = {"'": "\u0301", "`": "\u0300", "^": "\u0302", '"': "\u0308", "~": "\u0303", "=": "\u0304", ".": "\u0307",
-            "u": "\u0306", "v": "\u030c", "H": "\u030b", "c": "\u0327", "k": "\u0328", "r": "\u030a", "d": "\u0323",
-            "b": "\u0331"}
-_SYMBOLS = {
-    "o": "ø", "O": "Ø", "ss": "ß", "aa": "å", "AA": "Å", "ae": "æ", "AE": "Æ", "oe": "œ", "OE": "Œ", "l": "ł",
-    "L": "Ł", "i": "ı", "j": "ȷ", "ldots": "...", "dots": "...", "textellipsis": "...", "textendash": "–",
-    "textemdash": "—", "textdegree": "°", "degree": "°", "textasciitilde": "~", "textbackslash": "\\",
-    "textless": "<", "textgreater": ">", "textbar": "|", "S": "§", "P": "¶", "copyright": "©", "pounds": "£",
-    "dag": "†", "ddag": "‡", "textregistered": "®", "texttrademark": "™", "LaTeX": "LaTeX", "TeX": "TeX",
-    "quad": " ", "qquad": " ", "enspace": " ", "thinspace": " ", "newline": HARD_NL, "linebreak": HARD_NL,
-    "par": HARD_NL + HARD_NL, "textperthousand": "‰", "textmu": "µ", "micro": "µ", "sim": "~", "pm": "±",
-    "times": "×", "approx": "≈", "odot": "⊙", "textpm": "±", "texttimes": "×", "farcs": ".″", "farcm": ".′", "fdg": ".°",
-    "acknowledgments": HARD_NL * 2 + "# Acknowledgments" + HARD_NL * 2,
-    "acknowledgements": HARD_NL * 2 + "# Acknowledgements" + HARD_NL * 2,
-    "item": HARD_NL + "- ", "noindent": "", "indent": "",
-}
-_WORDS = {**_TEXT_BUILTINS, **_SYMBOLS}
-
-_ESCAPES = {"%": "\ue000", "&": "\ue001", "#": "\ue002", "_": "\ue003", "$": "\ue004", "{": "\ue005", "}": "\ue006"}
-_UNESCAPE = {v: k for k, v in _ESCAPES.items()}
 
 
 @dataclass
@@ -103,35 +42,6 @@ class Rendered:
     abstract: str | None
     #: set when a rendering step failed and a simpler one produced the text
     fallback: str | None = None
-
-
-# ------------------------------------------------------------------ bibliography
-
-_BIB_HEADING = re.compile(
-    r"\\(?:section|subsection|chapter)\*?\s*\{\s*(?:\\[a-z]+\s*)?(?:References?|Bibliography|Literature\s+Cited|"
-    r"REFERENCES|BIBLIOGRAPHY)\s*\}|\\references\b|\\begin\s*\{references\}"
-)
-_BIB_STOP = re.compile(r"\\(?:section|chapter)\*?\s*[\[{]|\\appendix\b|\\begin\s*\{appendix|\\end\s*\{document\}|\\onecolumngrid\\appendix")
-_REFERENCE_LINE = re.compile(r"^[ \t]*\\(?:reference|refitem|bibitem|rf)\b.*(?:\n|$)", re.M)
-
-
-def cut_bibliography(body: str) -> str:
-    """Remove the bibliography wherever it is, keeping anything after it (appendices)."""
-    body = replace_envs(body, ("thebibliography", "references", "bibliography"), lambda n, b: "\n")
-    out: list[str] = []
-    pos = 0
-    while True:
-        m = _BIB_HEADING.search(body, pos)
-        if m is None:
-            break
-        out.append(body[pos : m.start()])
-        stop = _BIB_STOP.search(body, m.end())
-        pos = len(body) if stop is None else stop.start()
-    out.append(body[pos:])
-    body = "".join(out)
-    body = replace_commands(body, ("bibliography", "bibliographystyle", "nocite", "bibpunct"), lambda *a: "", 1)
-    body = re.sub(r"\\printbibliography(\[[^\]]*\])?", "", body)
-    return _REFERENCE_LINE.sub("", body)
 
 
 # ------------------------------------------------------------------ whole-body structure
@@ -245,164 +155,6 @@ def _structure(text: str, bib: Bibliography | None = None, labels: dict[str, Lab
         text = replace_commands(text, ("textsc",), lambda n, o, a: a[0].upper() if _ROMAN_WORD.fullmatch(a[0].strip()) else a[0], 1)
         text = _until_stable(text, _unwrap)
         text = replace_commands(text, ("caption", "tablecaption", "tablenotetext", "tablecomments"), lambda n, o, a: a[0], 1)
-    return text
-
-
-# ------------------------------------------------------------------ per-segment cleanup
-
-_ENSUREMATH = ("ensuremath",)
-_ACCENT_RE = re.compile(r"\\([\'`^\"~=.])\s*(?:\{\s*(\\?[A-Za-z])\s*\}|(\\?[A-Za-z]))|\\([uvHckrdb])\s*\{\s*(\\?[A-Za-z])\s*\}")
-_LINEBREAK = re.compile(r"\\\\\*?(?:\s*\[[^\]]*\])?")
-_ROMAN_RE = re.compile(r"\\romannumeral\s*\{?\s*(\d+)(?:\s*\})?")
-_SPACES = re.compile(r"\\[,;:> ]|\\!|~")
-_BEGIN = re.compile(r"\\begin\s*\{([^{}]*)\}")
-_END = re.compile(r"\\end\s*\{[^{}]*\}")
-_PLACEMENT = re.compile(r"\s*\[[htbpH!]{1,6}\]")
-_CMD = re.compile(r"\\([A-Za-z@]+)\*?")
-_OTHER_CMD = re.compile(r"\\([^A-Za-z@\s])")
-
-
-def _accent(m: re.Match) -> str:
-    mark, base = (m.group(1), m.group(2) or m.group(3)) if m.group(1) else (m.group(4), m.group(5))
-    if base.startswith("\\"):
-        base = {"\\i": "i", "\\j": "j"}.get(base, base[1:])
-    return unicodedata.normalize("NFC", base + _ACCENTS[mark])
-
-
-def _text_cleanup(s: str) -> str:
-    if "\\" in s:
-        s = _ACCENT_RE.sub(_accent, s)
-        for esc, ph in _ESCAPES.items():
-            s = s.replace("\\" + esc, ph)
-        s = _LINEBREAK.sub(HARD_NL, s)
-        s = _ROMAN_RE.sub(lambda m: roman(m.group(1)), s)
-        if "\\begin" in s:
-            s = _drop_begin_args(s)
-        s = _END.sub(HARD_NL, s)
-        s = _SPACES.sub(" ", s)
-        s = _CMD.sub(lambda m: _WORDS.get(m.group(1), ""), s)
-        s = _OTHER_CMD.sub(lambda m: "" if m.group(1) in "/@-" else m.group(1), s)
-    else:
-        for esc, ph in _ESCAPES.items():
-            s = s.replace("\\" + esc, ph)
-    s = _SPACES.sub(" ", s)
-    if "{" in s or "}" in s:
-        s = s.replace("{", "").replace("}", "")
-    s = s.replace("---", "—").replace("--", "–").replace("``", "\u201c").replace("''", "\u201d")
-    return s
-
-
-def _drop_begin_args(s: str) -> str:
-    """``\\begin{name}`` -> a line break, with its layout arguments (placement, widths) dropped."""
-    out: list[str] = []
-    pos = 0
-    for m in _BEGIN.finditer(s):
-        if m.start() < pos:
-            continue
-        out.append(s[pos : m.start()])
-        out.append(HARD_NL)
-        j = m.end()
-        nopt, nargs = _ENV_ARGS.get(m.group(1), (0, 0))
-        p = _PLACEMENT.match(s, j)
-        if p:
-            j = p.end()
-        for _ in range(nopt):
-            got = read_optional(s, skip_ws(s, j))
-            if got:
-                j = got[1]
-        for _ in range(nargs):
-            got = read_group(s, skip_ws(s, j))
-            if got:
-                j = got[1]
-        pos = j
-    out.append(s[pos:])
-    return "".join(out)
-
-
-def _restore(s: str) -> str:
-    for ph, ch in _UNESCAPE.items():
-        s = s.replace(ph, ch)
-    return s
-
-
-_XSPACE = re.compile(r"\\xspace(?![A-Za-z@])\s*")
-
-
-def _math_cleanup(s: str) -> str:
-    for _ in range(8):  # nested (a math macro's argument holding another): one level per round
-        if "\\ensuremath" not in s:
-            break
-        s = replace_commands(s, _ENSUREMATH, lambda n, o, a: a[0], 1, nopts=0)
-    if "\\label" in s:
-        s = replace_commands(s, ("label",), lambda *a: "", 1, nopts=0)
-    if "\\xspace" in s:  # a text-spacing helper from an \ensuremath-style macro: nothing in math
-        s = _XSPACE.sub("", s)
-    return s
-
-
-def _raw_cleanup(s: str, bib: Bibliography | None = None, labels: dict[str, Label] | None = None) -> str:
-    """Tables stay LaTeX; citations and references in them are rendered, labels dropped, built-in math resolved."""
-    if "\\cite" in s:
-        s = render_citations(s, bib or Bibliography())
-    if "ref" in s:
-        s = render_refs(s, labels or {})
-    if "\\label" in s:
-        s = replace_commands(s, ("label",), lambda *a: "", 1, nopts=0)
-    if "\\ensuremath" not in s:
-        return s
-    m = re.match(r"\\begin\s*\{[^}]*\}", s)
-    e = s.rfind("\\end")
-    if m is None or e < m.end():
-        return s
-    out = []
-    for kind, piece in segments(s[m.end() : e]):
-        if kind == "text":
-            out.append(replace_commands(piece, _ENSUREMATH, lambda n, o, a: "$" + a[0] + "$", 1, nopts=0))
-        elif kind == "raw":
-            out.append(_raw_cleanup(piece))
-        else:
-            out.append(_math_cleanup(piece))
-    return s[: m.end()] + "".join(out) + s[e:]
-
-
-_MULTI_SPACE = re.compile(r"  +")
-_MANY_NL = re.compile(r"\n{3,}")
-_PARA = re.compile(r"\n[ \t]*\n\s*")
-_CODE_SLOT = re.compile("\x03(\\d+)\x03")
-
-
-def _join(parts: list[tuple[str, str]]) -> str:
-    out: list[str] = []
-    code: list[str] = []
-    for kind, piece in parts:
-        if kind == "text":
-            if "\n" in piece:
-                piece = _PARA.sub(HARD_NL + HARD_NL, piece)
-            out.append(piece.replace("\n", " "))
-        elif kind == "math":
-            out.append(piece)
-        elif kind == "display":
-            out.append(HARD_NL + re.sub(r"\n[ \t]*(?=\n)", "", piece.strip()) + HARD_NL)
-        elif kind == "code":  # kept character for character, as a fenced block
-            code.append("```\n" + code_body(piece) + "\n```")
-            out.append(f"{HARD_NL}{HARD_NL}\x03{len(code) - 1}\x03{HARD_NL}{HARD_NL}")
-        elif kind == "verb":
-            code.append("`" + code_body(piece) + "`")
-            out.append(f"\x03{len(code) - 1}\x03")
-        else:
-            out.append(HARD_NL + piece.strip() + HARD_NL)
-    text = "".join(out)
-    if "\t" in text:
-        text = text.replace("\t", " ")
-    if "  " in text:
-        text = _MULTI_SPACE.sub(" ", text)
-    text = text.replace(HARD_NL, "\n")
-    text = "\n".join(line.strip(" ") for line in text.split("\n"))
-    if "\n\n\n" in text:
-        text = _MANY_NL.sub("\n\n", text)
-    text = _restore(text).strip()
-    if code:
-        text = _CODE_SLOT.sub(lambda m: code[int(m.group(1))], text)
     return text
 
 
