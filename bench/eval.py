@@ -34,75 +34,58 @@ PUBLIC = REPO.parent / "shared" / "data" / "astromlab1_public_mcq.json"
 SAMPLE = REPO / "examples" / "mcq" / "astro_mcq_sample.json"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=300, help="questions (first N of the benchmark)")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds, alternating the two scorers (best reported)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--model", default=None, help="model folder or tiny:base / tiny:instruct (instead of --shape)")
-    parser.add_argument("--shape", default="tiny", help="tiny | llama-100m | llama-1b (random weights, see bench/shapes.py)")
-    parser.add_argument("--no-prefix-reuse", action="store_true", help="run every prompt in full (to see what the shared-prefix KV reuse gives)")
-    parser.add_argument("--benchmark", default=str(PUBLIC if PUBLIC.exists() else SAMPLE))
-    args = parser.parse_args()
-
+def compare(lm, benchmark: str, n_questions: int, batch_size: int, rounds: int, reuse_prefix: bool = True,
+            dtype: str = "float32", console=None, title: str = "") -> dict:
+    """Time our `letter` scorer against lm-eval on the same in-memory model; returns the figures."""
+    import inspect
     import logging
 
     import torch
     from rich.console import Console
     from rich.table import Table
 
-    from astrosage.models import resolve_model
+    from bench import shapes
     from eval.data import load_benchmark
     from eval.lm_eval_export import export_lm_eval
-    from eval.modeling import load_model
+    from eval.prompts import letter_prompt
     from eval.scoring import iter_letter
 
     logging.disable(logging.WARNING)
-    console = Console()
+    console = console or Console()
     tmp = Path(tempfile.mkdtemp(prefix="astrosage-bench-eval-"))
-    from bench import shapes
-    from eval.modeling import LoadedModel
-
-    if args.model:
-        lm = load_model(resolve_model(args.model, tmp / "runs"), "float32")
-        label = args.model
-    else:
-        model, tok = shapes.build_model(args.shape, Path(tempfile.gettempdir()) / "astrosage-bench-shapes")
-        lm = LoadedModel(model=model, tokenizer=tok, device=torch.device("cpu"), path=args.shape)
-        label = shapes.describe(args.shape)
-    console.print(f"model: {label}; machine: {shapes.machine()}")
-    task_yaml = export_lm_eval(args.benchmark, tmp / "task", task="bench_letter", limit=args.n, allow_unlabelled=True)
-    n = len(load_benchmark(args.benchmark, limit=args.n))
+    task_yaml = export_lm_eval(benchmark, tmp / "task", task="bench_letter", limit=n_questions, allow_unlabelled=True)
+    n = len(load_benchmark(benchmark, limit=n_questions))
+    ours_kwargs = {"reuse_prefix": reuse_prefix} if "reuse_prefix" in inspect.signature(iter_letter).parameters else {}
 
     def ours() -> dict[int, list[float]]:
-        questions = load_benchmark(args.benchmark, limit=args.n)
-        return {r["index"]: r["scores"] for rows in iter_letter(lm, questions, args.batch_size, **ours_kwargs) for r in rows}
-
-    import inspect
-
-    ours_kwargs = {"reuse_prefix": not args.no_prefix_reuse} if "reuse_prefix" in inspect.signature(iter_letter).parameters else {}
+        questions = load_benchmark(benchmark, limit=n_questions)
+        return {r["index"]: r["scores"] for rows in iter_letter(lm, questions, batch_size, **ours_kwargs) for r in rows}
 
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    hflm = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=args.batch_size, device=str(lm.device))
+    hflm = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=batch_size, device=str(lm.device))
     manager = TaskManager(include_path=str(task_yaml.parent), include_defaults=False)
 
     def theirs() -> dict[int, list[float]]:
         res = simple_evaluate(model=hflm, tasks=["bench_letter"], task_manager=manager, log_samples=True, bootstrap_iters=0, verbosity="ERROR")
         return {s["doc_id"]: [r[0] for r in s["filtered_resps"]] for s in res["samples"]["bench_letter"]}
 
+    device = str(lm.device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    peak_before = shapes.matmul_peak(dtype, n=4096 if device.startswith("cuda") else 1024, device=device)
     # warm-up (first-call overheads), then alternating timed rounds. On shared (virtual) machines
     # the CPU speed drifts by several x within a minute; alternating gives both scorers the same
     # conditions, and the best round of each is its speed when nothing else interferes.
-    peak_before = shapes.matmul_peak("float32")
     ours()
     times: dict[str, list[float]] = {"ours": [], "lm-eval": []}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, fn in (("lm-eval", theirs), ("ours", ours)):
+            sync()
             t0 = time.perf_counter()
             result = fn()
+            sync()
             times[name].append(time.perf_counter() - t0)
             if name == "ours":
                 mine = result
@@ -118,8 +101,8 @@ def main() -> None:
     max_diff = max(abs(a - b) for i in range(n) for a, b in zip(mine[i], lme[i]))
     letters = sorted({"ABCD"[argmax(mine[i])] for i in range(n)})
 
-    table = Table(title=f"letter scoring, {n} questions of {Path(args.benchmark).name}, model {args.model or args.shape}, "
-                        f"batch {args.batch_size}, {torch.get_num_threads()} torch threads, {lm.device}, {args.rounds} rounds")
+    table = Table(title=f"letter scoring, {n} questions of {Path(benchmark).name}, {title}, "
+                        f"batch {batch_size}, {torch.get_num_threads()} torch threads, {lm.device}, {rounds} rounds")
     table.add_column("scorer")
     table.add_column("best s", justify="right")
     table.add_column("questions/s", justify="right")
@@ -130,22 +113,55 @@ def main() -> None:
     ratio = t_lme / t_ours
     verdict = "meets" if ratio >= 1.5 else "BELOW"
     console.print(f"speed ratio astrosage / lm-eval: [bold]{ratio:.2f}x[/] best rounds ({verdict} the 1.5x target); {med_ratio:.2f}x medians")
-    from eval.prompts import letter_prompt
 
-    questions = load_benchmark(args.benchmark, limit=args.n)
+    questions = load_benchmark(benchmark, limit=n_questions)
     lens = [len(x) for x in lm.tokenizer([letter_prompt(q) for q in questions])["input_ids"]]
     flops = shapes.forward_flops(lm.model, sum(lens), statistics.mean(lens) / 2)
-    peak = max(peak_before, shapes.matmul_peak("float32"))  # best of before/after: the machine's quiet speed
+    peak = max(peak_before, shapes.matmul_peak(dtype, n=4096 if device.startswith("cuda") else 1024, device=device))
     console.print(
-        f"prompt tokens: {sum(lens)} ({statistics.mean(lens):.0f}/question); full-prompt forward FLOPs {flops / 1e12:.2f} T "
-        f"(2*N*tokens + 4*layers*d*ctx/2 per token); ours {flops / t_ours / 1e9:.1f} GFLOP/s-equivalent, lm-eval "
-        f"{flops / t_lme / 1e9:.1f}; measured float32 matmul peak {peak / 1e9:.1f} GFLOP/s "
-        f"(ours at {flops / t_ours / peak:.0%} of peak, counting the full prompt even where the shared prefix is reused)"
+        f"prompt tokens: {sum(lens)} ({statistics.mean(lens):.0f}/question); full-prompt forward FLOPs {flops / 1e12:.3f} T "
+        f"(2*N*tokens + 4*layers*d_attn*ctx/2 per token); ours {flops / t_ours / 1e9:.1f} GFLOP/s-equivalent, lm-eval "
+        f"{flops / t_lme / 1e9:.1f}; measured {dtype} matmul peak {peak / 1e9:.1f} GFLOP/s "
+        f"(ours at {flops / t_ours / peak:.0%} of peak counting every prompt token, also those of the reused prefix)"
     )
     console.print(
         f"identical predictions: [bold]{'yes' if same == n else 'NO'}[/] ({same}/{n}; letters predicted: {', '.join(letters)}; "
         f"max |log-likelihood difference| {max_diff:.2e})"
     )
+    return {"n": n, "ours_s": t_ours, "lm_eval_s": t_lme, "ratio": ratio, "median_ratio": med_ratio, "same": same,
+            "ours_q_per_s": n / t_ours, "lm_eval_q_per_s": n / t_lme, "max_diff": max_diff,
+            "achieved_flops": flops / t_ours, "peak_flops": peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=300, help="questions (first N of the benchmark)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds, alternating the two scorers (best reported)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--model", default=None, help="model folder or tiny:base / tiny:instruct (instead of --shape)")
+    parser.add_argument("--shape", default="tiny", help="tiny | llama-100m | llama-1b (random weights, see bench/shapes.py)")
+    parser.add_argument("--no-prefix-reuse", action="store_true", help="run every prompt in full (to see what the shared-prefix KV reuse gives)")
+    parser.add_argument("--benchmark", default=str(PUBLIC if PUBLIC.exists() else SAMPLE))
+    args = parser.parse_args()
+
+    import torch
+    from rich.console import Console
+
+    from astrosage.models import resolve_model
+    from bench import shapes
+    from eval.modeling import LoadedModel, load_model
+
+    console = Console()
+    if args.model:
+        lm = load_model(resolve_model(args.model, Path(tempfile.mkdtemp(prefix="astrosage-bench-eval-")) / "runs"), "float32")
+        label = args.model
+    else:
+        model, tok = shapes.build_model(args.shape, Path(tempfile.gettempdir()) / "astrosage-bench-shapes")
+        lm = LoadedModel(model=model, tokenizer=tok, device=torch.device("cpu"), path=args.shape)
+        label = shapes.describe(args.shape)
+    console.print(f"model: {label}; machine: {shapes.machine()}")
+    compare(lm, args.benchmark, args.n, args.batch_size, args.rounds, not args.no_prefix_reuse, console=console,
+            title=f"model {args.model or args.shape}")
 
 
 if __name__ == "__main__":

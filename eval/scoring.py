@@ -93,37 +93,97 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def forward_logprobs(lm: LoadedModel, seqs: list[list[int]], wanted: list[list[int]]) -> list[Any]:
+def forward_logprobs(lm: LoadedModel, seqs: list[list[int]], wanted: list[list[int]], prefix: "SharedPrefix | None" = None) -> list[Any]:
     """Log-softmax over the vocabulary at positions ``wanted[r]`` of sequence ``r``: one [len, V] tensor each.
 
     Sequences are right-padded and run without an attention mask, as lm-eval does: causal
     attention never looks to the right, so padding after a sequence cannot change its logits,
     and the fast causal attention path is used. Only the wanted positions go through the LM head.
+    With ``prefix``, every sequence starts with ``prefix.ids``: only the rest is run, attending to
+    the prefix's cached keys/values (positions in ``wanted`` still count from the sequence start).
     """
     import torch
 
-    width = max(len(s) for s in seqs)
+    skip = len(prefix.ids) if prefix is not None else 0
+    width = max(len(s) for s in seqs) - skip
     ids = torch.full((len(seqs), width), lm.tokenizer.pad_token_id, dtype=torch.long)
     for row, s in enumerate(seqs):
-        ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
-    keep = sorted({p for w in wanted for p in w})
-    column = {p: k for k, p in enumerate(keep)}
+        ids[row, : len(s) - skip] = torch.tensor(s[skip:], dtype=torch.long)
+    keep = sorted({p - skip for w in wanted for p in w})
+    column = {p + skip: k for k, p in enumerate(keep)}
+    extra = {_cache_kwarg(lm.model): prefix.cache(len(seqs)), "use_cache": True} if prefix is not None else {"use_cache": False}
     with torch.inference_mode():
         logits = lm.model(
             input_ids=ids.to(lm.device),
             logits_to_keep=torch.tensor(keep, dtype=torch.long, device=lm.device),
-            use_cache=False,
+            **extra,
         ).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
     return [logprobs[row, [column[p] for p in w]] for row, w in enumerate(wanted)]
 
 
-def iter_letter(lm: LoadedModel, questions: Sequence[Question], batch_size: int) -> Iterator[list[dict]]:
-    """`letter`: one forward pass per question, log-probabilities of the four letter tokens."""
+def _cache_kwarg(model: Any) -> str:
+    """``cache`` (transformers >= 5.2x) or ``past_key_values`` (older 5.x): the forward's KV-cache argument."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix all ``seqs`` share, leaving every sequence at least one token."""
+    if not seqs:
+        return 0
+    first, limit = seqs[0], min(len(s) for s in seqs) - 1
+    n = 0
+    while n < limit and all(s[n] == first[n] for s in seqs):
+        n += 1
+    return n
+
+
+class SharedPrefix:
+    """Keys/values of the token prefix every prompt starts with, computed once and reused by each batch.
+
+    Exact by construction: the prefix is a common prefix of the token ids (not of the text), and
+    causal attention makes a prefix's keys/values independent of what follows it.
+    """
+
+    #: below this many shared tokens the extra masked-attention call costs more than it saves
+    MIN_TOKENS = 8
+
+    def __init__(self, lm: LoadedModel, ids: list[int]):
+        import torch
+
+        self.ids = ids
+        self._config = lm.model.config
+        with torch.inference_mode():
+            out = lm.model(input_ids=torch.tensor([ids], dtype=torch.long, device=lm.device), use_cache=True, logits_to_keep=1)
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        self._kv = [(layer.keys, layer.values) for layer in cache.layers]
+
+    def cache(self, batch: int) -> Any:
+        """A fresh cache holding the prefix for ``batch`` rows (each forward appends to its own copy)."""
+        from transformers import DynamicCache
+
+        data = [(k.expand(batch, -1, -1, -1).contiguous(), v.expand(batch, -1, -1, -1).contiguous()) for k, v in self._kv]
+        return DynamicCache(ddp_cache_data=data, config=self._config)
+
+    @classmethod
+    def maybe(cls, lm: LoadedModel, seqs: Sequence[Sequence[int]], reuse: bool = True) -> "SharedPrefix | None":
+        n = common_prefix(seqs) if reuse and len(seqs) > 1 else 0
+        return cls(lm, list(seqs[0][:n])) if n >= cls.MIN_TOKENS else None
+
+
+def iter_letter(lm: LoadedModel, questions: Sequence[Question], batch_size: int, reuse_prefix: bool = True) -> Iterator[list[dict]]:
+    """`letter`: one forward pass per question, log-probabilities of the four letter tokens.
+
+    Prompts are tokenized once, batched longest first (minimal padding), the shared instruction
+    prefix is run once (``reuse_prefix``), and only the last position goes through the LM head.
+    """
     requests = letter_requests(lm.tokenizer, questions)
+    prefix = SharedPrefix.maybe(lm, [r.input_ids for r in requests], reuse_prefix)
     for batch in length_batches([len(r.input_ids) for r in requests], batch_size):
         reqs = [requests[i] for i in batch]
-        logprobs = forward_logprobs(lm, [r.input_ids for r in reqs], [[len(r.input_ids) - 1] for r in reqs])
+        logprobs = forward_logprobs(lm, [r.input_ids for r in reqs], [[len(r.input_ids) - 1] for r in reqs], prefix)
         yield [{"index": r.index, "scores": lp[0, r.targets].tolist()} for r, lp in zip(reqs, logprobs)]
 
 

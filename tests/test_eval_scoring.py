@@ -13,7 +13,7 @@ from eval.generate import BackendNotAvailable, extract_answer, iter_generate, st
 from eval.modeling import load_model
 from eval.prompts import generate_prompt, letter_prompt
 from eval.report import read_submission
-from eval.scoring import ScoringError, iter_choices, iter_letter, letter_requests
+from eval.scoring import ScoringError, SharedPrefix, common_prefix, iter_choices, iter_letter, letter_requests
 from eval.store import ScoreStore
 from test_eval_support import letter_sensitive_model, make_rows, read_jsonl, write_json
 
@@ -79,6 +79,45 @@ def test_batched_scores_equal_unbatched_and_are_deterministic(lm, bench):
         assert scores(method, 8) == many  # same batches, bit-identical
     preds = {"ABCD"[max(range(4), key=lambda k: r["scores"][k])] for r in scores("letter", 8).values()}
     assert len(preds) >= 2, "the letter-sensitive tiny model should not give one letter to everything"
+
+
+def test_common_prefix_leaves_a_token_to_score():
+    assert common_prefix([[1, 2, 3, 9], [1, 2, 3, 4, 5], [1, 2, 7]]) == 2
+    assert common_prefix([[1, 2], [1, 2, 3]]) == 1  # the shorter prompt keeps its last token
+    assert common_prefix([[5, 6, 7]]) == 2
+    assert common_prefix([[1, 2], [3, 4]]) == 0
+    assert common_prefix([]) == 0
+
+
+def test_letter_shared_prefix_reuse_gives_identical_predictions(lm, bench, monkeypatch):
+    """The instruction prefix run once and reused: same argmax as full forwards, same scores up to rounding."""
+    questions = load_benchmark(bench)
+    reqs = letter_requests(lm.tokenizer, questions)
+    shared = common_prefix([r.input_ids for r in reqs])
+    assert shared >= SharedPrefix.MIN_TOKENS, "the tiny prompts share the preamble: the reuse path must be taken"
+    built = []
+    original = SharedPrefix.__init__
+
+    def spy(self, lm_, ids):
+        built.append(len(ids))
+        original(self, lm_, ids)
+
+    monkeypatch.setattr(SharedPrefix, "__init__", spy)
+
+    def scores(batch_size, reuse):
+        return {r["index"]: r["scores"] for rows in iter_letter(lm, questions, batch_size, reuse_prefix=reuse) for r in rows}
+
+    full = scores(8, False)
+    assert built == []
+    for batch_size in (1, 3, 16):
+        reused = scores(batch_size, True)
+        assert built[-1] == shared
+        assert sorted(reused) == sorted(full)
+        for i in full:
+            assert reused[i] == pytest.approx(full[i], abs=1e-4), (batch_size, i)
+            assert max(range(4), key=lambda k: reused[i][k]) == max(range(4), key=lambda k: full[i][k]), (batch_size, i)
+    # one question: nothing to share, plain forward
+    assert scores(4, True).keys() and (next(iter_letter(lm, questions[:1], 4))[0]["scores"] == pytest.approx(full[0], abs=1e-4))
 
 
 def test_choices_rows_have_both_normalisations(lm, bench, tmp_path):
