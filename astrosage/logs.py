@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Iterable
 
 #: Environment variables whose values must never appear in a log line.
@@ -17,6 +18,42 @@ SECRET_ENV_VARS = (
     "AWS_SESSION_TOKEN",
 )
 REDACTED = "***"
+
+#: values shaped like the tokens people paste by mistake: Hugging Face, OpenAI-style ``sk-``, GitHub,
+#: AWS access key ids. A bare 40-hex string (a wandb API key) is indistinguishable from a git commit, so
+#: it is redacted where it follows a key/token/secret name (``WANDB_API_KEY=...``, ``"api_key": "..."``).
+_TOKEN_RE = re.compile(
+    r"\bhf_[A-Za-z0-9]{20,}"
+    r"|\bsk-[A-Za-z0-9_-]{20,}"
+    r"|\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}|\bgithub_pat_[A-Za-z0-9_]{30,}"
+    r"|\bAKIA[0-9A-Z]{16}\b"
+)
+_KEYED_HEX_RE = re.compile(r"(?i)((?:key|token|secret|passw(?:or)?d)[\w.-]*[\"']?\s*[:=]\s*[\"']?)[0-9a-f]{40}\b")
+_URL_PASSWORD_RE = re.compile(r"(://[^/\s:@]+:)[^@\s/]+(@)")
+_BARE_HEX40_RE = re.compile(r"[0-9a-fA-F]{40}")
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` with token-shaped values (see ``_TOKEN_RE``), keyed 40-hex keys and URL passwords as ``***``."""
+    text = _TOKEN_RE.sub(REDACTED, text)
+    text = _KEYED_HEX_RE.sub(lambda m: m.group(1) + REDACTED, text)
+    return _URL_PASSWORD_RE.sub(lambda m: m.group(1) + REDACTED + m.group(2), text)
+
+
+def looks_like_token(value: str) -> bool:
+    """True for a value that is a secret rather than a name (token-shaped, or a bare 40-hex key)."""
+    return redact_tokens(value) != value or bool(_BARE_HEX40_RE.fullmatch(value.strip()))
+
+
+def redact_json(value):
+    """A JSON-like value (dicts, lists, strings) with :func:`redact_tokens` applied to every string."""
+    if isinstance(value, str):
+        return redact_tokens(value)
+    if isinstance(value, dict):
+        return {k: redact_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_json(v) for v in value]
+    return value
 
 
 class SecretRedactor(logging.Filter):
@@ -32,14 +69,12 @@ class SecretRedactor(logging.Filter):
         return sorted({v for v in values if len(v) >= 6}, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
+        """The values of the secret variables, then anything token-shaped (:func:`redact_tokens`)."""
         for secret in self._secrets():
             text = text.replace(secret, REDACTED)
-        return text
+        return redact_tokens(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        secrets = self._secrets()
-        if not secrets:
-            return True
         message = record.getMessage()
         clean = self.redact(message)
         if clean != message:

@@ -54,6 +54,22 @@ class _Section(BaseModel):
                 raise ValueError(f"{value!r} is not an integer; write it without a decimal point")
         return value
 
+    @field_validator("*")
+    @classmethod
+    def _env_names(cls, value: Any, info: Any) -> Any:
+        """``*_env`` fields name an environment variable; a pasted token would land in cards and manifests."""
+        if info.field_name.endswith("_env") and isinstance(value, str):
+            from .logs import looks_like_token
+
+            if looks_like_token(value):
+                raise ValueError(
+                    "this looks like a secret token, not the name of an environment variable; export the token "
+                    "(e.g. `export HF_TOKEN=...`) and put the variable's name here"
+                )
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", value):
+                raise ValueError("not an environment variable name (letters, digits and '_', not starting with a digit)")
+        return value
+
 
 def _scalar_types(annotation: Any) -> set[Any]:
     """The plain types an annotation accepts at its top level (``int | None`` -> {int, NoneType})."""
@@ -1034,7 +1050,12 @@ def _describe_error(err: dict[str, Any], allowed: list[str]) -> str:
     kind = err["type"]
     value = err.get("input")
     ctx = err.get("ctx") or {}
-    shown = _short(value)
+    from .logs import REDACTED, looks_like_token, redact_tokens
+
+    # a token pasted into a field is not echoed back (a bare 40-hex wandb key only in *_env fields:
+    # elsewhere it is as likely a git commit)
+    secret_env = str((err.get("loc") or [""])[-1]).endswith("_env") and isinstance(value, str) and looks_like_token(value)
+    shown = json.dumps(REDACTED) if secret_env else redact_tokens(_short(value))
     if kind == "extra_forbidden":
         name = str(err["loc"][-1])
         hint = difflib.get_close_matches(name, allowed, n=1)

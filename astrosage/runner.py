@@ -281,9 +281,12 @@ class RunManager:
         """Save the recipe as run (after extends and overrides) to ``<run_dir>/recipe.resolved.yaml``."""
         import yaml
 
+        from .logs import redact_json
+
+        redact = self._redactor().redact
         header = f"# resolved from {source}" + (f" with overrides {' '.join(overrides)}" if overrides else "") + "\n"
-        body = yaml.safe_dump(self.recipe.model_dump(mode="json"), sort_keys=False)
-        return atomic_write_text(self.run_dir / "recipe.resolved.yaml", header + body)
+        body = yaml.safe_dump(redact_json(self.recipe.model_dump(mode="json")), sort_keys=False)
+        return atomic_write_text(self.run_dir / "recipe.resolved.yaml", redact(header) + body)
 
     # ---------------------------------------------------------------- selection / planning
     def select(self, stages: Iterable[str] | None) -> list[str]:
@@ -533,7 +536,7 @@ class RunManager:
                 "finished_at": _now(),
                 "duration_s": round(time.monotonic() - t0, 3),
             }
-            atomic_write_json(work / MANIFEST_NAME, manifest)
+            atomic_write_json(work / MANIFEST_NAME, _redacted(manifest))
             marker.unlink()  # only now: a kill before this point leaves a resumable .partial
         ranks.barrier()  # the sealed folder is visible to every rank before the next stage
         return manifest
@@ -570,6 +573,15 @@ class RunManager:
         ranks.barrier()
         ranks.barrier()
         return {"metrics": result.metrics if isinstance(result, StageResult) else {}}
+
+
+def _redacted(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with token-shaped strings (hf_..., sk-..., keyed 40-hex keys, URL passwords) as ``***``.
+
+    Only whole string values are looked at, so hashes and commits (bare hex) are kept as they are."""
+    from .logs import redact_json
+
+    return redact_json(manifest)
 
 
 def _section_value(recipe: Recipe, dotted: str) -> Any:

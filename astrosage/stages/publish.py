@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import MANIFEST_NAME, atomic_write_json, atomic_write_text, read_json
+from ..logs import REDACTED, SecretRedactor
 from ..model_card import CardInputs, build_card, is_hub_id, read_comparison, resolve_license, sanitize
 from ..pipeline import MODEL_STAGES, StageContext, StageResult
 
@@ -52,6 +53,12 @@ CORPUS_PATTERNS = (
 CORPUS_STAGES = ("corpus", "synth")
 #: files the stage writes itself (the checkpoint's own copies are replaced)
 GENERATED = ("README.md", "mergekit_config.yml")
+#: small text files of the upload folder scanned for token-shaped values before anything is written out
+#: (the vocabulary files are model data, not prose: they are left alone)
+REDACTED_TEXT_FILES = (
+    "README.md", "mergekit_config.yml", "config.json", "generation_config.json", "tokenizer_config.json",
+    "special_tokens_map.json", "chat_template.jinja", "chat_template.json", "adapter_config.json",
+)
 
 
 class PublishError(RuntimeError):
@@ -79,11 +86,17 @@ def run(ctx: StageContext) -> StageResult:
     )
     inputs.license, inputs.license_source = resolve_license(ctx.recipe, ctx.resolve_model(ctx.recipe.model.base))
     card = build_card(inputs)
+    redactor = SecretRedactor((ctx.recipe.synth.api_key_env, section.token_env))
+    text = redactor.redact(str(card))
+    if text != str(card):
+        log.warning("publish: the model card held token-shaped values; they are written as %s", REDACTED)
+        card = type(card)(text)
     folder = ctx.work_dir / UPLOAD_DIR
     plan = stage_upload_folder(model_dir, folder, _corpus_index(ctx.run_dir))
-    atomic_write_text(folder / "README.md", str(card))
+    atomic_write_text(folder / "README.md", text)
     if inputs.mergekit_yaml:
         atomic_write_text(folder / "mergekit_config.yml", inputs.mergekit_yaml)
+    plan["redacted"] = redact_folder(folder, redactor)
     assert_no_corpus(folder)
     n_results = len(card.data.eval_results or [])
     plan.update(
@@ -252,6 +265,29 @@ def stage_upload_folder(model_dir: Path, folder: Path, corpus_index: dict[int, l
             continue
         _link_or_copy(f, folder / f.name)
     return {"skipped": skipped}
+
+
+def redact_folder(folder: Path, redactor: SecretRedactor) -> list[str]:
+    """Rewrite the upload folder's small text files with secrets and token-shaped values as ``***``.
+
+    A rewritten file is a new file (temp + rename), so a hard link back into the checkpoint is never
+    edited in place. Returns the names of the files that changed.
+    """
+    changed = []
+    for name in REDACTED_TEXT_FILES:
+        path = folder / name
+        if not path.is_file() or path.stat().st_size > 4 * 1024 * 1024:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        clean = redactor.redact(text)
+        if clean != text:
+            atomic_write_text(path, clean)  # temp + rename: replaces the hard link, the checkpoint's file is untouched
+            changed.append(name)
+            log.warning("publish: %s held token-shaped values; the uploaded copy has them as %s", name, REDACTED)
+    return changed
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
