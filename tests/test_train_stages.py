@@ -48,7 +48,7 @@ def test_cpt_then_sft_through_run_manager_then_cached(tmp_path):
     assert cpt["counts"]["documents"] == 40 and cpt["counts"]["steps"] == 6
     assert cpt["counts"]["tokens_trained"] == 6 * 2 * 128  # packed rows: every token is a real token
     assert cpt["metrics"]["final_loss"] < cpt["metrics"]["first_loss"]
-    assert cpt["metrics"]["tokens_per_s"] > 0 and cpt["metrics"]["padding_fraction"] == 0.0
+    assert cpt["metrics"]["tokens_per_s"] > 0 and "padding_fraction" not in cpt["metrics"]  # packed rows: no padding to measure
     assert sft["counts"]["conversations"] == 61 and 0 < sft["counts"]["conversations_with_reasoning"] < 26
     # conversations whose first answer does not fit max_seq_len=256 are dropped and listed, never cut mid-turn
     dropped = [json.loads(line) for line in (run_dir / "sft" / "rejected.jsonl").read_text().splitlines()]

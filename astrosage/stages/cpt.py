@@ -98,7 +98,6 @@ def run(ctx: StageContext) -> StageResult:
 
     metrics.update(
         {
-            "padding_fraction": 0.0,
             "tokenized_cache": corpus.root.name,
         }
     )
