@@ -167,9 +167,18 @@ def windows(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
 
 def document_ids(tokenizer: Any, text: str) -> list[int]:
     """Token ids to score: BOS (else EOS) + the text without special tokens."""
-    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    return encode_documents(tokenizer, [text])[0]
+
+
+def encode_documents(tokenizer: Any, texts: Sequence[str], chunk: int = 64) -> list[list[int]]:
+    """:func:`document_ids` of many texts, tokenized in batches (fast tokenizers batch in Rust)."""
     prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    return ([prefix] if prefix is not None else []) + list(ids)
+    head = [prefix] if prefix is not None else []
+    out: list[list[int]] = []
+    for s in range(0, len(texts), chunk):
+        batch = tokenizer(list(texts[s : s + chunk]), add_special_tokens=False, verbose=False)["input_ids"]
+        out += [head + list(ids) for ids in batch]
+    return out
 
 
 def _window_nll(lm: Any, batch: list[tuple[list[int], int]], chunk: int = 1024) -> list[float]:
@@ -209,10 +218,12 @@ def _window_nll(lm: Any, batch: list[tuple[list[int], int]], chunk: int = 1024) 
 
 
 def iter_scores(lm: Any, docs: Sequence[tuple[int, str, str]], settings: PerplexitySettings,
-                on_tokens: Callable[[int], None] | None = None) -> Iterator[list[dict[str, Any]]]:
+                on_tokens: Callable[[int], None] | None = None,
+                encoded: Sequence[list[int]] | None = None) -> Iterator[list[dict[str, Any]]]:
     """Score (index, id, text) documents; yields, after each forward batch, the rows of documents it finished.
 
-    A row: index, id, nll (nats), tokens (scored), bytes (UTF-8), chars, bpb.
+    A row: index, id, nll (nats), tokens (scored), bytes (UTF-8), chars, bpb. ``encoded``: the
+    documents' :func:`encode_documents` ids when already computed.
     """
     window, stride = settings.window, settings.effective_stride
     pending: list[tuple[list[int], int, int]] = []  # (input ids, scored tokens, position of the document)
@@ -233,8 +244,9 @@ def iter_scores(lm: Any, docs: Sequence[tuple[int, str, str]], settings: Perplex
         pending.clear()
         return [_finish(state[j]) for j in finished]
 
-    for index, doc_id, text in docs:
-        ids = document_ids(lm.tokenizer, text)
+    if encoded is None:
+        encoded = encode_documents(lm.tokenizer, [text for _, _, text in docs])
+    for (index, doc_id, text), ids in zip(docs, encoded):
         j = len(state)
         state.append({"index": index, "id": doc_id, "nll": 0.0, "tokens": 0, "bytes": len(text.encode("utf-8")), "chars": len(text)})
         spans = windows(len(ids), window, stride)
@@ -327,7 +339,8 @@ def evaluate_perplexity(
             raise ValueError(f"perplexity window {window} (cpt.max_seq_len) exceeds the model's max_position_embeddings "
                              f"{limit} ({model_path}); lower cpt.max_seq_len")
         # the bar counts tokens (cheap to know up front: tokenization is fast next to the forward passes)
-        total = sum(max(0, len(document_ids(lm.tokenizer, t)) - 1) for _, _, t in todo)
+        encoded = encode_documents(lm.tokenizer, [t for _, _, t in todo])
+        total = sum(max(0, len(ids) - 1) for ids in encoded)
         t0 = time.monotonic()
         with _progress_bar(f"perplexity {name or Path(str(model_path)).name} / {text_set.name}") as progress:
             bar = progress.add_task("ppl", total=total)
@@ -337,7 +350,7 @@ def evaluate_perplexity(
                 scored_tokens += k
                 progress.update(bar, advance=k)
 
-            for k, rows in enumerate(iter_scores(lm, todo, settings, advance), start=1):
+            for k, rows in enumerate(iter_scores(lm, todo, settings, advance, encoded), start=1):
                 store.append(rows)
                 if on_batch:
                     on_batch(k)
