@@ -426,8 +426,35 @@ class RunManager:
         selected = self.select(stages)
         self.check_available(selected)
         self.check_inputs(selected)
-        with self.locked():
+        with self.locked(), self.datasets_cache():
             return self._run_selected(selected, force, on_event)
+
+    @contextlib.contextmanager
+    def datasets_cache(self):
+        """Keep the ``datasets`` cache (Arrow copies of corpus text, ``map`` results) in the run folder,
+        ``<run dir>/.cache/datasets``, not in ``~/.cache/huggingface/datasets``, for the duration of the run.
+
+        An ``HF_DATASETS_CACHE`` the user set is kept. ``datasets`` reads the variable when imported,
+        so an already imported ``datasets.config`` is pointed there too (and restored afterwards).
+        """
+        if os.environ.get("HF_DATASETS_CACHE"):
+            yield
+            return
+        import sys
+
+        path = self.run_dir / ".cache" / "datasets"
+        config = sys.modules.get("datasets.config")
+        before = getattr(config, "HF_DATASETS_CACHE", None)
+        os.environ["HF_DATASETS_CACHE"] = str(path)
+        if config is not None:
+            config.HF_DATASETS_CACHE = path
+        try:
+            yield
+        finally:
+            os.environ.pop("HF_DATASETS_CACHE", None)
+            config = sys.modules.get("datasets.config")
+            if config is not None and getattr(config, "HF_DATASETS_CACHE", None) == path:
+                config.HF_DATASETS_CACHE = before if before is not None else Path(config.HF_CACHE_HOME) / "datasets"
 
     def _run_selected(
         self, selected: list[str], force: bool, on_event: Callable[[StageOutcome], None] | None
