@@ -7,6 +7,8 @@ One module per job:
 * ``scoring``: `letter` and `choices` log-likelihood scorers (lm-eval-compatible tokenization);
 * ``generate``: `generate` (JSON answers, optional <think>), transformers or vLLM;
 * ``store``: the resumable per-question score store;
+* ``perplexity``: held-out perplexity and bits per byte (sliding window, batched, resumable) on
+  the corpus's held-out papers and any local or Hub text set;
 * ``metrics``/``topics``/``report``/``plots``: accuracy, calibration, per-topic, files, PNGs;
 * ``evaluator``/``api``: score one checkpoint (``api.evaluate_checkpoint`` for other stages);
 * ``stage``: the pipeline's eval stage; ``lm_eval_export``: lm-evaluation-harness task; ``cli``.
