@@ -254,10 +254,11 @@ STAGES: dict[str, StageSpec] = {
         ),
         StageSpec(
             name="eval",
-            summary="score the base model and every produced checkpoint on the MCQ benchmarks",
-            sections=("model", "eval"),
-            upstream=lambda r: _enabled(r, *MODEL_STAGES),
-            external=lambda r: {"base": r.model.base, **_benchmarks(r)},
+            summary="score the base model and every produced checkpoint on the MCQ benchmarks and held-out text (bits per byte)",
+            # cpt.max_seq_len is the perplexity window; the corpus stage provides the held-out papers
+            sections=("model", "eval", "cpt.max_seq_len"),
+            upstream=lambda r: _enabled(r, "corpus", *MODEL_STAGES),
+            external=lambda r: {"base": r.model.base, **_benchmarks(r), **{f"ppl:{s.name}": s.path for s in r.eval.perplexity_sets}},
             entry="eval.stage:run",
             planned="benchmark evaluator",
         ),
