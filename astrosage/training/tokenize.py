@@ -13,7 +13,9 @@ every run (and rerun) that trains on the same data with the same tokenizer:
 format version. Each shard is written to a temp folder and renamed into place, so a killed
 tokenization keeps every finished shard and resumes with the next one. Under several ranks,
 rank ``r`` tokenizes shards ``r, r + world, ...`` and the ranks check for preemption together
-after every round. Every document is ``tokenizer(text)`` (BOS when the tokenizer adds one)
+after every round. With ``num_proc > 1`` each rank tokenizes ``num_proc`` of its shards at a time
+in a process pool (one tokenizer copy per worker; a round is then ``world * num_proc`` shards).
+Every document is ``tokenizer(text)`` (BOS when the tokenizer adds one)
 followed by EOS.
 """
 
@@ -97,6 +99,19 @@ def _barrier() -> None:
         dist.barrier()
 
 
+_WORKER_TOKENIZER = None
+
+
+def _init_worker(tokenizer) -> None:
+    global _WORKER_TOKENIZER
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker: the pool is the parallelism
+    _WORKER_TOKENIZER = tokenizer
+
+
+def _worker_shard(texts: list[str], out: str) -> tuple[int, int]:
+    return _tokenize_shard(texts, _WORKER_TOKENIZER, Path(out))
+
+
 def _tokenize_shard(texts: list[str], tokenizer, out: Path) -> tuple[int, int]:
     """Tokenize one shard into ``out`` (atomically: temp folder + rename). Returns (docs, tokens)."""
     texts = [t for t in texts if isinstance(t, str) and t.strip()]
@@ -128,11 +143,13 @@ def tokenize_to_cache(
     root: Path,
     shard_docs: int,
     should_stop: Callable[[], bool] = lambda: False,
+    num_proc: int = 1,
 ) -> TokenizedCorpus:
     """Tokenize ``dataset[text_field]`` into the cache folder ``root`` (resuming), return it.
 
     ``should_stop`` is polled between rounds of shards (a collective under several ranks);
     when it returns True, :class:`TokenizationInterrupted` is raised with finished shards kept.
+    ``num_proc`` worker processes per rank tokenize shards in parallel (same shards, same bytes).
     """
     root = Path(root)
     rank, world = _world()
@@ -144,15 +161,37 @@ def tokenize_to_cache(
     n_shards = max(1, -(-len(dataset) // shard_docs))
     written = 0
     t0 = time.monotonic()
-    for round_start in range(0, n_shards, world):
-        if should_stop():
-            raise TokenizationInterrupted(f"tokenization stopped at shard {round_start}/{n_shards}; finished shards kept in {root}")
-        i = round_start + rank
-        if i < n_shards and not (root / _shard_name(i)).is_dir():
-            texts = dataset[i * shard_docs : (i + 1) * shard_docs][text_field]
-            _tokenize_shard(texts, tokenizer, root / _shard_name(i))
-            written += 1
-            log.info("tokenized shard %d/%d (%.1fs)", i + 1, n_shards, time.monotonic() - t0)
+    per_round = world * max(1, num_proc)
+    pool = None
+    if num_proc > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # fork where there is one: a spawned worker re-imports astrosage.training (transformers, peft: ~6 s of CPU
+        # each), a forked one inherits the tokenizer as is; the workers only run the Rust tokenizer and numpy
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        pool = ProcessPoolExecutor(num_proc, mp_context=multiprocessing.get_context(method),
+                                   initializer=_init_worker, initargs=(tokenizer,))
+    try:
+        for round_start in range(0, n_shards, per_round):
+            if should_stop():
+                raise TokenizationInterrupted(f"tokenization stopped at shard {round_start}/{n_shards}; finished shards kept in {root}")
+            mine = [i for i in range(round_start + rank, min(round_start + per_round, n_shards), world)
+                    if not (root / _shard_name(i)).is_dir()]
+            if pool is None:
+                for i in mine:
+                    _tokenize_shard(dataset[i * shard_docs : (i + 1) * shard_docs][text_field], tokenizer, root / _shard_name(i))
+            else:
+                futures = [pool.submit(_worker_shard, dataset[i * shard_docs : (i + 1) * shard_docs][text_field],
+                                       str(root / _shard_name(i))) for i in mine]
+                for f in futures:
+                    f.result()
+            written += len(mine)
+            if mine:
+                log.info("tokenized shards %s/%d (%.1fs)", ",".join(str(i + 1) for i in mine), n_shards, time.monotonic() - t0)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     _barrier()
     if rank == 0 and not (root / META_NAME).exists():
         n_docs = n_tokens = 0
