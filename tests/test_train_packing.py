@@ -143,3 +143,63 @@ def test_weighted_mix_counts_and_determinism(tmp_path):
         load_records(str(tmp_path / "missing.jsonl"))
     with pytest.raises(DataError, match="no column"):
         mix(domain, [(datasets.Dataset.from_dict({"x": [1]}), 1.0)], seed=0, columns=["text"])
+
+
+def test_tokenization_num_proc_gives_the_same_bytes_and_resumes(model_and_tokenizer, tmp_path):
+    """A process pool over shards (cpt.num_proc) writes byte-identical shards to one process, and resumes the same way."""
+    import datasets
+
+    _, tok = model_and_tokenizer
+    ds = datasets.load_dataset("json", data_files=SAMPLE, split="train")
+    one = tokenize_to_cache(ds, "text", tok, tmp_path / "one", shard_docs=8)
+    polls = iter([False, True])
+    with pytest.raises(TokenizationInterrupted):  # a round is num_proc shards: 2 done before the stop
+        tokenize_to_cache(ds, "text", tok, tmp_path / "two", shard_docs=8, num_proc=2, should_stop=lambda: next(polls))
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["shard-00000", "shard-00001"]
+    two = tokenize_to_cache(ds, "text", tok, tmp_path / "two", shard_docs=8, num_proc=2)
+    assert two.written == 3 and len(two.shards) == len(one.shards) == 5
+    for a, b in zip(one.shards, two.shards):
+        for name in ("tokens.npy", "lens.npy"):
+            assert (a / name).read_bytes() == (b / name).read_bytes(), (a.name, name)
+
+
+def test_per_document_attention_matches_the_block_diagonal_mask(model_and_tokenizer):
+    """attn_implementation="sdpa_packed": same logits, loss and gradients as sdpa's block-diagonal mask, [B, L] and [1, B*L]."""
+    from astrosage.training.packing import register_packed_sdpa
+
+    models, tok = model_and_tokenizer
+    model = models["sdpa"]
+    name = register_packed_sdpa()
+    ids, pos = pack_documents(_docs(tok, 40), 96)
+    rows = [{"input_ids": i, "position_ids": p} for i, p in zip(ids[:4], pos[:4])]
+    assert sum(int((p == 0).sum()) for p in pos[:4]) > 4, "the rows must hold several documents each"
+    impl = model.config._attn_implementation
+    model.train()
+    try:
+        for flatten in (False, True):
+            batch = PackedCollator(flatten=flatten)(rows)
+            got = {}
+            for attn in (impl, name):
+                model.config._attn_implementation = attn
+                model.zero_grad()
+                out = model(**batch)
+                out.loss.backward()
+                got[attn] = (out.logits.detach(), out.loss.item(), model.model.layers[0].self_attn.q_proj.weight.grad.clone())
+            (la, sa, ga), (lb, sb, gb) = got[impl], got[name]
+            assert torch.allclose(la, lb, atol=1e-4), (flatten, (la - lb).abs().max())
+            assert sa == pytest.approx(sb, rel=1e-5)
+            assert torch.allclose(ga, gb, atol=1e-5, rtol=1e-3)
+        # a padded batch with a real attention mask goes through transformers' own sdpa (same logits as sdpa)
+        model.eval()
+        padded = torch.tensor([[5, 6, 7, 8], [5, 6, tok.pad_token_id, tok.pad_token_id]])
+        mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+        with torch.no_grad():
+            model.config._attn_implementation = impl
+            ref = model(input_ids=padded, attention_mask=mask, use_cache=False).logits
+            model.config._attn_implementation = name
+            mine = model(input_ids=padded, attention_mask=mask, use_cache=False).logits
+        assert torch.allclose(ref, mine, atol=1e-5)
+    finally:
+        model.config._attn_implementation = impl
+        model.zero_grad()
+        model.eval()

@@ -94,3 +94,66 @@ class PackedCollator:
             input_ids, position_ids, labels = (t.reshape(1, -1) for t in (input_ids, position_ids, labels))
         # use_cache=False: with a KV cache transformers does not derive the per-document mask from position_ids
         return {"input_ids": input_ids, "position_ids": position_ids, "labels": labels, "use_cache": False}
+
+
+# ---------------------------------------------------------------- attention over document blocks
+#: attention implementation name for packed rows on CPU/any device without flash-attention varlen
+PACKED_SDPA = "sdpa_packed"
+
+
+def _packed_mask(*args, attention_mask=None, **kwargs):
+    """No 4D mask for packed rows (documents are separated inside the attention); a real padding mask is kept."""
+    if attention_mask is not None and not bool(attention_mask.all()):
+        from transformers.masking_utils import sdpa_mask
+
+        return sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+    return None
+
+
+def _segments(positions: torch.Tensor) -> list[tuple[int, int]]:
+    """(start, end) of each document of one packed row: a document starts where its position is 0."""
+    starts = (positions == 0).nonzero().flatten().tolist()
+    if not starts or starts[0] != 0:
+        starts = [0, *starts]
+    return list(zip(starts, [*starts[1:], positions.numel()]))
+
+
+def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
+    """Causal sdpa per document of a packed row, instead of one [L, L] masked attention over the whole row.
+
+    The block-diagonal mask transformers builds for sdpa computes every query against every key
+    of the row (then masks most of it out) and cannot use the fused causal kernel; per document
+    the work is sum(len_i^2)/2 instead of L^2, on the ``is_causal`` fast path. Same outputs up to
+    float rounding (tested). Anything that is not a packed training forward (a padding mask, a KV
+    cache, no position_ids) goes to transformers' own sdpa.
+    """
+    import torch.nn.functional as F
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    position_ids = kwargs.get("position_ids")
+    if attention_mask is not None or position_ids is None or query.shape[2] != key.shape[2]:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    gqa = query.shape[1] != key.shape[1]
+    p = dropout if module.training else 0.0
+    positions = position_ids.expand(query.shape[0], -1)
+    rows = []
+    for b in range(query.shape[0]):
+        parts = [
+            F.scaled_dot_product_attention(query[b : b + 1, :, s:e], key[b : b + 1, :, s:e], value[b : b + 1, :, s:e],
+                                           dropout_p=p, is_causal=True, scale=scaling, enable_gqa=gqa)
+            for s, e in _segments(positions[b])
+        ]
+        rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
+    out = rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register_packed_sdpa() -> str:
+    """Register ``attn_implementation="sdpa_packed"`` with transformers (idempotent); returns the name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
+    AttentionMaskInterface.register(PACKED_SDPA, _packed_mask)
+    return PACKED_SDPA
