@@ -544,6 +544,7 @@ class RunManager:
             ranks.barrier()  # every rank has finished writing before the folder is sealed
             if not isinstance(result, StageResult):
                 raise TypeError(f"stage {spec.name} returned {type(result).__name__}, expected StageResult")
+            _whole_run_loss(work, result)
             manifest = {
                 "stage": spec.name,
                 "status": "complete",
@@ -600,6 +601,22 @@ class RunManager:
         ranks.barrier()
         ranks.barrier()
         return {"metrics": result.metrics if isinstance(result, StageResult) else {}}
+
+
+def _whole_run_loss(work: Path, result: StageResult) -> None:
+    """A training stage resumed after preemption: its ``mean_train_loss`` covers every attempt.
+
+    The Trainer's ``train_loss`` averages the last attempt only; ``trainer_state.json``'s
+    ``log_history`` carries the logged losses of the whole run (restored from the checkpoint).
+    """
+    state = work / "trainer_state.json"
+    if "mean_train_loss" not in result.metrics or not state.is_file():
+        return
+    from .training.guards import mean_train_loss
+
+    value = mean_train_loss(read_json(state).get("log_history", []))
+    if value is not None:
+        result.metrics["mean_train_loss"] = value
 
 
 def _redacted(manifest: dict[str, Any]) -> dict[str, Any]:
