@@ -8,8 +8,8 @@ their stage):
 * benchmarks (``eval.benchmarks``, ``corpus.decontamination.benchmarks``): read with the evaluator's
   own reader (:func:`eval.data.load_benchmark`: fields, answers A–D / 0–3), UTF-8 with the file and line
   of the first bad byte, duplicate question ids;
-* SFT / CPT data files (``sft.dataset``, ``*.general_mix``, ``cpt.dataset``): every JSON line is a
-  JSON object (``file:line``); CPT rows have ``cpt.text_field``; SFT rows the stage could not turn into a
+* SFT / CPT / perplexity text files (``sft.dataset``, ``*.general_mix``, ``cpt.dataset``,
+  ``eval.perplexity_sets``): every JSON line is a JSON object (``file:line``); text rows have their text field; SFT rows the stage could not turn into a
   conversation are reported as warnings (the stage drops and counts them) unless no row is usable;
 * the corpus ``metadata.jsonl`` (``corpus.local_dir``): torn lines and records without an ``id``.
 
@@ -173,14 +173,14 @@ def _listed(problems: list[Problem], extra: int, dotted: str, what: str) -> list
 
 
 def check_text_data(ref: str, dotted: str, text_field: str) -> list[Problem]:
-    """CPT documents: JSON objects with a string ``text_field``."""
+    """Plain-text documents (CPT data, perplexity sets): JSON objects with a string ``text_field``."""
     problems: list[Problem] = []
     extra = 0
     for f in _data_files(ref):
         for where, row, problem in _json_records(f):
             if problem is None and not isinstance(row.get(text_field), str):
-                got = "missing" if text_field not in row else f"a {type(row[text_field]).__name__}"
-                problem = f"field {text_field!r} (cpt.text_field) is {got}, not text (fields: {sorted(row)[:8]})"
+                got = "missing" if text_field not in row else f"of type {type(row[text_field]).__name__}"
+                problem = f"field {text_field!r} is {got}, not text (fields: {sorted(row)[:8]})"
             if problem is not None:
                 if len(problems) < MAX_LISTED:
                     problems.append((where, dotted, problem))
@@ -287,6 +287,9 @@ def check_inputs(recipe: Recipe, stages: Iterable[str] | None = None) -> InputRe
             add(check_text_data(section.dataset, "cpt.dataset", section.text_field), report.errors, section.dataset)
         for i, m in enumerate(section.general_mix):
             add(check_text_data(m.path, f"cpt.general_mix[{i}].path", section.text_field), report.errors, m.path)
+    if "eval" in wanted:
+        for i, ref in enumerate(getattr(recipe.eval, "perplexity_sets", [])):
+            add(check_text_data(ref.path, f"eval.perplexity_sets[{i}].path", ref.text_field), report.errors, ref.path)
     if "sft" in wanted:
         sources = ([("sft.dataset.path", recipe.sft.dataset)] if recipe.sft.dataset else []) + [
             (f"sft.general_mix[{i}].path", m) for i, m in enumerate(recipe.sft.general_mix)

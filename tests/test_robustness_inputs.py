@@ -126,7 +126,7 @@ def test_cpt_dataset_lines_need_the_text_field(tmp_path):
     path.write_text(json.dumps({"text": "ok"}) + "\n" + json.dumps({"body": "x"}) + "\n" + '{"text": "to\n')
     result = validate(tmp_path, "corpus.enabled=false", f"cpt.dataset={path}", "synth.enabled=false", f"sft.dataset={SAMPLE_SFT}")
     assert result.exit_code == EXIT_BAD_INPUT
-    assert f"{path}:2: cpt.dataset: field 'text' (cpt.text_field) is missing" in result.output
+    assert f"{path}:2: cpt.dataset: field 'text' is missing" in result.output
     assert f"{path}:3: cpt.dataset: not valid JSON" in result.output
 
 
@@ -189,3 +189,10 @@ def test_dates_in_a_recipe_file_stay_text(tmp_path):
     path.write_text(text)
     recipe = load_recipe(path, [f"run.output_dir={tmp_path}"])
     assert recipe.corpus.date_from == "2021-03-04"
+
+
+def test_perplexity_text_sets_are_scanned(tmp_path):
+    path = tmp_path / "general.jsonl"
+    path.write_text(json.dumps({"content": "a"}) + "\n" + json.dumps({"content": 3}) + "\n")
+    ok = validate(tmp_path, f"eval.perplexity_sets=[{{name: g, path: {path}, text_field: content}}]")
+    assert ok.exit_code == EXIT_BAD_INPUT and f"{path}:2: eval.perplexity_sets[0].path: field 'content' is of type int" in ok.output
