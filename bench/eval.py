@@ -34,6 +34,29 @@ PUBLIC = REPO.parent / "shared" / "data" / "astromlab1_public_mcq.json"
 SAMPLE = REPO / "examples" / "mcq" / "astro_mcq_sample.json"
 
 
+def letter_work(lm, ids: list[list[int]], batch_size: int) -> tuple[float, float]:
+    """Forward FLOPs of ours and of lm-eval for prompts ``ids`` (2*params per token + attention + LM head rows)."""
+    from bench import shapes
+    from eval.scoring import common_prefix, length_batches
+
+    lens = [len(x) for x in ids]
+    cfg = lm.model.config
+    head = cfg.hidden_size * cfg.vocab_size
+    body = shapes.n_params(lm.model, embeddings=False) - head
+    d_attn = cfg.num_attention_heads * (getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+    prefix = common_prefix(ids)  # the shared instruction prefix (BOS + preamble + "Question:")
+    ours = lme = 2.0 * body * prefix + 4.0 * cfg.num_hidden_layers * d_attn * prefix * prefix / 2
+    lme = 0.0
+    for batch in length_batches(lens, batch_size):
+        width = max(lens[i] for i in batch)
+        rows = len(batch)
+        attn = 4.0 * cfg.num_hidden_layers * d_attn * rows * width * width / 2
+        lme += rows * width * 2.0 * (body + head) + attn
+        ours += rows * (width - prefix) * 2.0 * body + attn - 4.0 * cfg.num_hidden_layers * d_attn * rows * prefix * prefix / 2
+        ours += rows * len({lens[i] for i in batch}) * 2.0 * head  # logits_to_keep: every row at every kept position
+    return ours, lme
+
+
 def compare(lm, benchmark: str, n_questions: int, batch_size: int, rounds: int, reuse_prefix: bool = True,
             dtype: str = "float32", console=None, title: str = "") -> dict:
     """Time our `letter` scorer against lm-eval on the same in-memory model; returns the figures."""
@@ -115,7 +138,8 @@ def compare(lm, benchmark: str, n_questions: int, batch_size: int, rounds: int, 
     console.print(f"speed ratio astrosage / lm-eval: [bold]{ratio:.2f}x[/] best rounds ({verdict} the 1.5x target); {med_ratio:.2f}x medians")
 
     questions = load_benchmark(benchmark, limit=n_questions)
-    lens = [len(x) for x in lm.tokenizer([letter_prompt(q) for q in questions])["input_ids"]]
+    prompt_ids = lm.tokenizer([letter_prompt(q) for q in questions])["input_ids"]
+    lens = [len(x) for x in prompt_ids]
     flops = shapes.forward_flops(lm.model, sum(lens), statistics.mean(lens) / 2)
     peak = max(peak_before, shapes.matmul_peak(dtype, n=4096 if device.startswith("cuda") else 1024, device=device))
     console.print(
@@ -124,11 +148,17 @@ def compare(lm, benchmark: str, n_questions: int, batch_size: int, rounds: int, 
         f"{flops / t_lme / 1e9:.1f}; measured {dtype} matmul peak {peak / 1e9:.1f} GFLOP/s "
         f"(ours at {flops / t_ours / peak:.0%} of peak counting every prompt token, also those of the reused prefix)"
     )
+    work_ours, work_lme = letter_work(lm, prompt_ids, batch_size)
+    console.print(
+        f"work (FLOPs incl. padding, batches longest first): lm-eval {work_lme / 1e12:.3f} T (every position through the "
+        f"LM head) vs ours {work_ours / 1e12:.3f} T (shared prefix once, last positions only): [bold]{work_lme / work_ours:.2f}x[/] "
+        f"less work; measured time ratio {ratio:.2f}x best / {med_ratio:.2f}x median"
+    )
     console.print(
         f"identical predictions: [bold]{'yes' if same == n else 'NO'}[/] ({same}/{n}; letters predicted: {', '.join(letters)}; "
         f"max |log-likelihood difference| {max_diff:.2e})"
     )
-    return {"n": n, "ours_s": t_ours, "lm_eval_s": t_lme, "ratio": ratio, "median_ratio": med_ratio, "same": same,
+    return {"n": n, "work_ratio": work_lme / work_ours, "ours_s": t_ours, "lm_eval_s": t_lme, "ratio": ratio, "median_ratio": med_ratio, "same": same,
             "ours_q_per_s": n / t_ours, "lm_eval_q_per_s": n / t_lme, "max_diff": max_diff,
             "achieved_flops": flops / t_ours, "peak_flops": peak}
 
