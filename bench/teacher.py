@@ -7,7 +7,9 @@ The server (127.0.0.1, its own process, a thread per connection) answers every `
 It also rate-limits: every ``--rate-limit-every``-th request gets ``429`` with ``Retry-After: 0``
 at once, so the backend's retry path (with its real settings: ``max_retries`` 5) is on. The
 baseline is the ideal: ``concurrency / latency`` requests/s. Target: >= 0.9x of it at every
-concurrency (``synth.concurrency`` must buy throughput linearly while the server keeps up).
+concurrency (``synth.concurrency`` must buy throughput linearly while the server keeps up). A second
+reference, a bare httpx thread pool on the same server (no schema, retries or rate limits), shows
+what this machine allows: where it falls short of the ideal too, the limit is the machine, not the backend.
 ``--requests`` is per unit of concurrency (each run sends ``requests * concurrency``).
 """
 
@@ -110,25 +112,54 @@ def run(concurrency: int, n: int, latency: float, rate_limit_every: int) -> dict
             "ideal": concurrency / latency, "client_cpu_ms_per_request": 1000 * cpu / n, "retries": backend.stats["retries"], "rate_limited": backend.stats["rate_limited"]}
 
 
+def run_bare(concurrency: int, n: int, latency: float) -> float:
+    """requests/s of a bare httpx thread pool (no retries, no schema, no rate limits) against the same server."""
+    import multiprocessing
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    ports = ctx.Queue()
+    proc = ctx.Process(target=_server_process, args=(latency, 0, ports), daemon=True)
+    proc.start()
+    url = f"http://127.0.0.1:{ports.get(timeout=60)}/v1/chat/completions"
+    client = httpx.Client(limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency))
+    try:
+        client.post(url, json={"warm": True})
+        with ThreadPoolExecutor(concurrency) as pool:
+            t0 = time.perf_counter()
+            list(pool.map(lambda i: client.post(url, json={"i": i}).raise_for_status(), range(n)))
+            return n / (time.perf_counter() - t0)
+    finally:
+        client.close()
+        proc.terminate()
+        proc.join(10)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, default=0.5, help="seconds per completion at the server")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--requests", type=int, default=4, help="requests per unit of concurrency")
     parser.add_argument("--rate-limit-every", type=int, default=20, help="every N-th request gets 429 + Retry-After: 0 (0: off)")
+    parser.add_argument("--no-bare", dest="bare", action="store_false", help="skip the bare-httpx reference runs")
     args = parser.parse_args(argv)
     rows = []
     print(f"openai backend vs ideal concurrency/latency; server latency {args.latency:g}s, 429 every {args.rate_limit_every} requests")
     import os
 
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
-    print(f"{'concurrency':>11} {'requests':>8} {'ok':>5} {'retries':>7} {'req/s':>8} {'ideal':>8} {'ratio':>6} {'client CPU ms/req':>17} target")
+    print(f"{'concurrency':>11} {'requests':>8} {'ok':>5} {'retries':>7} {'req/s':>8} {'ideal':>8} {'ratio':>6} "
+          f"{'bare httpx req/s':>16} {'vs bare':>7} {'client CPU ms/req':>17} target")
     for c in args.concurrency:
         r = run(c, args.requests * c, args.latency, args.rate_limit_every)
         r["ratio"] = r["req_per_s"] / r["ideal"]
+        r["bare_req_per_s"] = run_bare(c, args.requests * c, args.latency) if args.bare else float("nan")
         rows.append(r)
         print(f"{c:>11} {r['requests']:>8} {r['ok']:>5} {r['retries']:>7} {r['req_per_s']:>8.1f} {r['ideal']:>8.1f} "
-              f"{r['ratio']:>5.2f}x {r['client_cpu_ms_per_request']:>17.1f} {'ok' if r['ratio'] >= 0.9 else 'MISS'} (>= 0.9x)", flush=True)
+              f"{r['ratio']:>5.2f}x {r['bare_req_per_s']:>16.1f} {r['req_per_s'] / r['bare_req_per_s']:>6.2f}x "
+              f"{r['client_cpu_ms_per_request']:>17.1f} {'ok' if r['ratio'] >= 0.9 else 'MISS'} (>= 0.9x)", flush=True)
     return rows
 
 
