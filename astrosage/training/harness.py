@@ -210,6 +210,15 @@ class Harness:
         resume = checkpoints.newest_complete(root)
         if resume is not None:
             log.info("resuming from %s", resume)
+        if resume is not None and self._is_final(trainer, resume):
+            # transformers trains one step past max_steps when resumed from the final checkpoint
+            # (global_step 4 -> 5 with max_steps=4); load it as Trainer.train would, and train nothing
+            from transformers.trainer_callback import TrainerState
+
+            log.info("%s is the final step (max_steps=%d): loading it, nothing left to train", resume, trainer.args.max_steps)
+            trainer._load_from_checkpoint(str(resume))
+            trainer.state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
+            return None, resume
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         if self.preemption.preempted_at is not None:
             step = self.preemption.preempted_at
@@ -223,6 +232,17 @@ class Harness:
             barrier()
             raise Preempted(f"preempted at step {step}; checkpoint {ckpt} is complete; rerun the same command to resume")
         return result, resume
+
+    @staticmethod
+    def _is_final(trainer, checkpoint: Path) -> bool:
+        """The checkpoint is at max_steps and can be loaded without an engine (no DeepSpeed)."""
+        step = int(checkpoint.name.split("-")[-1])
+        if trainer.args.max_steps <= 0 or step < trainer.args.max_steps:
+            return False
+        if trainer.is_deepspeed_enabled:  # ZeRO shards load only into a DeepSpeed engine, made by train()
+            log.warning("%s is the final step; under DeepSpeed transformers trains one extra step on resume", checkpoint)
+            return False
+        return True
 
 
 def train_save_finish(
