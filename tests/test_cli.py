@@ -132,6 +132,10 @@ def test_validate_command_imports_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.stdout.split() == ["0", "-"], out.stdout + out.stderr
+    # the tiny recipe names local SFT/CPT data and benchmarks, whose content validate reads: still no heavy import
+    tiny = code.replace("recipes/astrosage-70b.yaml", "recipes/tiny-cpu.yaml")
+    out = subprocess.run([sys.executable, "-c", tiny], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.stdout.split() == ["0", "-"], out.stdout + out.stderr
 
 
 def test_run_writes_resolved_recipe_and_log(tmp_path, monkeypatch):

@@ -5,7 +5,11 @@ One job per module:
 * ``data``        load local/Hub datasets and mix general-domain data in by weight
 * ``tokenize``    cached, shard-by-shard, resumable tokenization of plain-text documents (CPT)
 * ``packing``     document-masked packing into fixed-length rows + its collator
-* ``chat``        chat-template / EOS consistency checks and <think> reasoning modes (SFT)
+* ``chat``        <think> reasoning modes and the saved-checkpoint check (SFT)
+* ``chat_setup``  the SFT chat template's source, special tokens, stop tokens, untrained embedding rows
+* ``chat_masks``  assistant-token masks for any chat template, and the template probe
+* ``sft_data``    SFT rows in real dataset formats -> conversations -> token ids + masks
+* ``guards``      non-finite loss / weight fails the stage, naming the step
 * ``preemption``  SIGTERM/SIGUSR1 -> every rank agrees -> checkpoint -> exit REQUEUE_EXIT_CODE
 * ``checkpoints`` complete/incomplete checkpoint markers, retention, newest complete checkpoint
 * ``metrics``     tokens/s and MFU in the training logs
@@ -13,6 +17,6 @@ One job per module:
 * ``harness``     the glue both stages share: TrainingArguments from the recipe, resume, final save
 """
 
-from .preemption import REQUEUE_EXIT_CODE
+from ..exitcodes import REQUEUE as REQUEUE_EXIT_CODE  # no heavy import: `validate` reads SFT data via sft_data
 
 __all__ = ["REQUEUE_EXIT_CODE"]
