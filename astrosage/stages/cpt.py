@@ -55,7 +55,7 @@ def run(ctx: StageContext) -> StageResult:
             seed,
             {"text_field": section.text_field},
         )
-        key = cache_key(mix_fp, tokenizer, section.max_seq_len, section.tokenize_shard_docs)
+        key = cache_key(mix_fp, tokenizer, section.tokenize_shard_docs)
         try:
             corpus = tokenize_to_cache(
                 documents, section.text_field, tokenizer, ctx.run_dir / "tokenized.cache" / key,

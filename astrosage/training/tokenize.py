@@ -9,8 +9,9 @@ every run (and rerun) that trains on the same data with the same tokenizer:
         ...
         meta.json                written last: the cache is complete
 
-``key`` hashes the data fingerprint, the tokenizer, ``max_seq_len``, the shard size and the
-format version. Each shard is written to a temp folder and renamed into place, so a killed
+``key`` hashes the data fingerprint, the tokenizer, the shard size and the format version (not
+``max_seq_len``: whole documents are tokenized and packing happens later, so a new sequence length
+reuses the cache). Each shard is written to a temp folder and renamed into place, so a killed
 tokenization keeps every finished shard and resumes with the next one. Under several ranks,
 rank ``r`` tokenizes shards ``r, r + world, ...`` and the ranks check for preemption together
 after every round. With ``num_proc > 1`` each rank tokenizes ``num_proc`` of its shards at a time
@@ -54,8 +55,8 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return h.hexdigest()
 
 
-def cache_key(data_fingerprint: str, tokenizer, max_seq_len: int, shard_docs: int) -> str:
-    payload = f"v{FORMAT_VERSION}|{data_fingerprint}|{tokenizer_fingerprint(tokenizer)}|L={max_seq_len}|shard={shard_docs}"
+def cache_key(data_fingerprint: str, tokenizer, shard_docs: int) -> str:
+    payload = f"v{FORMAT_VERSION}|{data_fingerprint}|{tokenizer_fingerprint(tokenizer)}|shard={shard_docs}"
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
