@@ -532,6 +532,7 @@ class RunManager:
                 log.info("stage %s: resuming unfinished work in %s", spec.name, partial)
                 if previous != key:  # recorded under the legacy key: record the current one
                     atomic_write_json(marker, {**read_json(marker), "cache_key": key})
+                _remove_torn_writes(partial)
         started = _now()
         t0 = time.monotonic()
         with replacing_dir(final) as work:
@@ -633,6 +634,14 @@ def _section_value(recipe: Recipe, dotted: str) -> Any:
     for part in dotted.split("."):
         node = node[part]
     return node
+
+
+def _remove_torn_writes(folder: Path) -> None:
+    """Temp files of atomic writes (``.<name>.<random>.tmp``) a kill left behind: never valid data."""
+    for tmp in folder.rglob(".*.tmp"):
+        if tmp.is_file():
+            log.info("removing %s, an interrupted atomic write", tmp)
+            tmp.unlink()
 
 
 __all__ = ["RunManager", "RunLock", "StageOutcome", "PipelineError", "RunLockedError", "BadInputError", "StageNotAvailable"]

@@ -172,10 +172,12 @@ def test_failure_keeps_previous_artifact_and_resumes(tmp_path):
     partial = m.run_dir / "train.partial"
     assert (partial / "progress.txt").exists() and not (partial / "manifest.json").exists()
     # same configuration: the unfinished work is resumed, not discarded
+    # a kill in the middle of an atomic write leaves its temp file: the resumed stage never carries it into its result
+    (partial / ".trainer_state.json.x1y2z3.tmp").write_text("{torn")
     outcomes = m2.run()
     assert statuses(outcomes)["train"] == "done"
     assert json.loads((m.run_dir / "train" / "manifest.json").read_text())["metrics"]["resumed"] is True
-    assert not partial.exists()
+    assert not partial.exists() and not list((m.run_dir / "train").rglob("*.tmp"))
 
 
 def test_partial_discarded_when_configuration_changes(tmp_path):

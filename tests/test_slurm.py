@@ -320,8 +320,11 @@ def test_real_slurm_corpus_fans_out_through_datatrove(slurm_cluster, tmp_path):
     assert outcomes[0].status == "done"
     docs = pq.read_table(tmp_path / "runs" / name / "corpus" / "docs").to_pylist()
     assert len(docs) >= 10
+    heldout = pq.read_table(tmp_path / "runs" / name / "corpus" / "heldout").to_pylist()
     manifest = __import__("json").loads((tmp_path / "runs" / name / "corpus" / "manifest.json").read_text())
-    assert manifest["counts"]["kept"] == len(docs)
+    # kept papers = the training docs + the held-out papers (corpus.heldout_fraction / heldout_min_papers)
+    assert manifest["counts"]["kept"] == len(docs) + len(heldout) and len(heldout) >= 1
+    assert not {d["id"] for d in docs} & {d["id"] for d in heldout}
     # the extraction really ran as a Slurm job array of 2 tasks
     jobs = subprocess.run(["scontrol", "show", "job"], capture_output=True, text=True).stdout
     assert jobs.count(f"JobName={name}-corpus") >= 2
