@@ -119,8 +119,11 @@ class ModelSection(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="bfloat16", description="Weight/compute dtype for training and evaluation."
     )
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3"] = Field(
-        default="sdpa", description="Attention kernel passed to transformers (flash_attention_* need a GPU build)."
+    attn_implementation: Literal["sdpa", "sdpa_packed", "eager", "flash_attention_2", "flash_attention_3"] = Field(
+        default="sdpa",
+        description="Attention kernel passed to transformers (flash_attention_* need a GPU build). 'sdpa_packed': causal "
+        "sdpa per document of a packed row instead of one block-diagonal mask over the whole row (faster packed CPU/GPU "
+        "training without flash-attention; other forwards fall back to sdpa).",
     )
     trust_remote_code: bool = Field(default=False, description="Allow model code from the Hub (off: safer).")
 
@@ -402,7 +405,12 @@ class TrainingSection(_Section):
     save_steps: int = Field(default=500, gt=0, description="Save a checkpoint every N optimizer steps.")
     save_total_limit: int = Field(default=3, gt=0, description="Keep at most this many checkpoints.")
     num_proc: int = Field(
-        default=1, gt=0, description="SFT: processes for TRL's dataset preparation. (CPT tokenizes in batches with the fast tokenizer, shard by shard.)"
+        default=1,
+        gt=0,
+        le=1024,
+        description="Processes per rank for data preparation. SFT: row conversion and assistant-mask encoding "
+        "(datasets.map num_proc, identical result). CPT: a process pool tokenizing num_proc shards at a time (same "
+        "cache bytes as one process).",
     )
     keep_checkpoints: bool = Field(
         default=False,

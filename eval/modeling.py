@@ -39,6 +39,8 @@ def load_model(
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    if attn_implementation == "sdpa_packed":  # a training kernel for packed rows; scoring forwards are plain sdpa
+        attn_implementation = "sdpa"
     tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -136,3 +136,16 @@ def test_wandb_offline_and_tensorboard_record_training_metrics(tmp_path, monkeyp
     tags = acc.Tags()["scalars"]
     assert {"train/loss", "train/tokens_per_s", "train/grad_norm"} <= set(tags), tags
     assert len(acc.Scalars("train/loss")) == 4
+
+
+@pytest.mark.slow
+def test_recipe_can_pick_packed_sdpa_and_several_data_processes(tmp_path):
+    """model.attn_implementation=sdpa_packed and cpt/sft.num_proc=2 reach the stages (and eval falls back to sdpa)."""
+    recipe = tiny_recipe(tmp_path / "runs", cpt={"num_proc": 2, "max_steps": 2}, sft={"num_proc": 2, "max_steps": 2},
+                         model={"attn_implementation": "sdpa_packed"})
+    outcomes = {o.stage: o.status for o in RunManager(recipe).run(["cpt", "sft"])}
+    assert outcomes["cpt"] == "done" and outcomes["sft"] == "done"
+    from eval.modeling import load_model
+
+    loaded = load_model(str(tmp_path / "runs" / "t" / "sft" / "model"), attn_implementation="sdpa_packed")
+    assert loaded.model.config._attn_implementation == "sdpa"

@@ -59,7 +59,7 @@ def run(ctx: StageContext) -> StageResult:
         try:
             corpus = tokenize_to_cache(
                 documents, section.text_field, tokenizer, ctx.run_dir / "tokenized.cache" / key,
-                section.tokenize_shard_docs, should_stop=handler.agreed,
+                section.tokenize_shard_docs, should_stop=handler.agreed, num_proc=section.num_proc,
             )
         except TokenizationInterrupted as exc:
             raise Preempted(f"preempted during tokenization: {exc}") from None

@@ -135,6 +135,10 @@ def load_model(model_path: str, recipe, section):
         dtype = getattr(torch, dtype)
         if section.deepspeed is None and dtype in (torch.bfloat16, torch.float16) and not section.lora.enabled:
             dtype = torch.float32  # autocast mixed precision keeps fp32 master weights
+    if recipe.model.attn_implementation == "sdpa_packed":
+        from .packing import register_packed_sdpa
+
+        register_packed_sdpa()  # per-document causal sdpa over packed rows
     model = AutoModelForCausalLM.from_pretrained(
         model_path,
         revision=hub_revision(model_path, recipe),
