@@ -89,15 +89,18 @@ def file_fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
-def tree_fingerprint(root: str | Path, exclude: tuple[str, ...] = (MANIFEST_NAME,)) -> str:
-    """Fingerprint of a file or folder: relative paths, sizes and contents of every file."""
+def tree_fingerprint(root: str | Path, exclude: tuple[str, ...] = (MANIFEST_NAME,), exclude_dirs: tuple[str, ...] = ()) -> str:
+    """Fingerprint of a file or folder: relative paths, sizes and contents of every file
+    (``exclude``: relative file paths left out; ``exclude_dirs``: relative folders left out)."""
     root = Path(root)
     if root.is_file():
         return file_fingerprint(root)
     h = hashlib.sha256()
     for file in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = file.relative_to(root).as_posix()
-        if rel in exclude or any(part.startswith(".") and part.endswith(".tmp") for part in file.parts):
+        if rel in exclude or any(rel.startswith(d.rstrip("/") + "/") for d in exclude_dirs):
+            continue
+        if any(part.startswith(".") and part.endswith(".tmp") for part in file.parts):
             continue
         h.update(rel.encode() + b"\0" + file_fingerprint(file).encode() + b"\n")
     return h.hexdigest()

@@ -32,6 +32,9 @@ class StageResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     #: named outputs, relative to the stage folder (e.g. {"model": "model"} for a checkpoint)
     outputs: dict[str, str] = field(default_factory=dict)
+    #: folders inside the stage folder needed only to resume it (training checkpoints): the runner
+    #: deletes them once the stage is sealed, never before, so a kill before the seal loses nothing
+    discard: tuple[str, ...] = ()
 
 
 @dataclass

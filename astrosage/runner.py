@@ -482,6 +482,7 @@ class RunManager:
             existing = self.read_manifest(stage)
             if existing is not None and existing.get("cache_key") in valid_keys and not force:
                 log.info("stage %s: up to date (manifest matches), skipping; use --force to rerun", stage)
+                _discard(self.run_dir / stage, tuple(existing.get("discard", ())))  # a kill came between seal and delete
                 report(StageOutcome(stage, "cached", "manifest matches", 0.0, existing.get("metrics", {}), self.run_dir / stage))
                 continue
             start = time.monotonic()
@@ -555,9 +556,10 @@ class RunManager:
                 "sections": {name: _section_value(self.recipe, name) for name in spec.sections},
                 "inputs": inputs,
                 "outputs": result.outputs,
+                "discard": list(result.discard),
                 "counts": result.counts,
                 "metrics": result.metrics,
-                "artifact_hash": tree_fingerprint(work, exclude=(MANIFEST_NAME, PARTIAL_MARKER)),
+                "artifact_hash": tree_fingerprint(work, exclude=(MANIFEST_NAME, PARTIAL_MARKER), exclude_dirs=result.discard),
                 "packages": package_versions(),
                 "git": git_commit(),
                 "astrosage_version": __version__,
@@ -567,6 +569,7 @@ class RunManager:
             }
             atomic_write_json(work / MANIFEST_NAME, _redacted(manifest))
             marker.unlink()  # only now: a kill before this point leaves a resumable .partial
+        _discard(final, result.discard)
         ranks.barrier()  # the sealed folder is visible to every rank before the next stage
         return manifest
 
@@ -634,6 +637,24 @@ def _section_value(recipe: Recipe, dotted: str) -> Any:
     for part in dotted.split("."):
         node = node[part]
     return node
+
+
+_DISCARDING = ".discarding-"
+
+
+def _discard(sealed: Path, names: tuple[str, ...]) -> None:
+    """Delete a sealed stage's resume-only folders (and any a kill left half-deleted before).
+
+    Each is first renamed to ``.discarding-<name>`` (atomic), so a half-deleted checkpoint folder
+    is never mistaken for a usable one; a leftover is removed the next time the stage is reached."""
+    if not sealed.is_dir():
+        return
+    for name in names:
+        path = sealed / name
+        if path.exists():
+            os.replace(path, sealed / f"{_DISCARDING}{name.replace('/', '_')}")
+    for leftover in sealed.glob(f"{_DISCARDING}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _remove_torn_writes(folder: Path) -> None:

@@ -108,4 +108,4 @@ def run(ctx: StageContext) -> StageResult:
         "tokens_trained": metrics["tokens_seen"],
         "steps": metrics["steps"],
     }
-    return StageResult(outputs={"model": harness.MODEL_DIR}, counts=counts, metrics=metrics)
+    return StageResult(outputs={"model": harness.MODEL_DIR}, counts=counts, metrics=metrics, discard=harness.discarded(section))

@@ -179,7 +179,7 @@ def run(ctx: StageContext) -> StageResult:
         "tokens_trained": metrics["tokens_seen"],
         "steps": metrics["steps"],
     }
-    return StageResult(outputs={"model": harness.MODEL_DIR, "rejected": "rejected.jsonl"}, counts=counts, metrics=metrics)
+    return StageResult(outputs={"model": harness.MODEL_DIR, "rejected": "rejected.jsonl"}, counts=counts, metrics=metrics, discard=harness.discarded(section))
 
 
 def added_ids(tokenizer, tokens: list[str]) -> list[int]:

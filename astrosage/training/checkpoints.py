@@ -10,6 +10,7 @@ complete checkpoints only, so a half-written newest checkpoint never costs the l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -65,6 +66,16 @@ def mark_complete(checkpoint: str | Path, step: int) -> None:
     atomic_write_json(Path(checkpoint) / COMPLETE_MARKER, {"step": step, "completed_at": time.time()})
 
 
+def delete(checkpoint: str | Path) -> None:
+    """Remove a checkpoint: its completeness marker first, so a kill mid-delete never leaves a
+    half-deleted folder that still looks complete (resuming from it would silently skip the
+    optimizer state the delete already removed)."""
+    path = Path(checkpoint)
+    with contextlib.suppress(FileNotFoundError):
+        (path / COMPLETE_MARKER).unlink()
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def rotate(root: str | Path, keep: int) -> None:
     """Keep the newest ``keep`` complete checkpoints; delete older ones (complete or not)."""
     checkpoints = list_checkpoints(root)
@@ -75,7 +86,7 @@ def rotate(root: str | Path, keep: int) -> None:
     for _, path in checkpoints:
         if path == oldest_kept:
             break
-        shutil.rmtree(path, ignore_errors=True)
+        delete(path)
 
 
 def _barrier() -> None:

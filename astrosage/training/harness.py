@@ -308,8 +308,13 @@ def save_final(trainer, tokenizer, recipe, section, base_model_path: str, work_d
     return final
 
 
+def discarded(section) -> tuple[str, ...]:
+    """What the runner deletes once the stage is sealed: the checkpoints, unless kept."""
+    return () if section.keep_checkpoints else (CHECKPOINTS_DIR,)
+
+
 def finish(trainer, harness: Harness, work_dir: Path) -> dict[str, Any]:
-    """Metrics for the StageResult; copies trainer_state.json out and drops checkpoints unless kept."""
+    """Metrics for the StageResult; copies trainer_state.json out (checkpoints go after the seal)."""
     state = trainer.state
     losses = [h["loss"] for h in state.log_history if "loss" in h]
     metrics: dict[str, Any] = {
@@ -326,8 +331,6 @@ def finish(trainer, harness: Harness, work_dir: Path) -> dict[str, Any]:
     loggers.close()
     if is_main():
         atomic_write_json(Path(work_dir) / "trainer_state.json", json.loads(json.dumps(dataclasses.asdict(state), default=str)))
-        if not harness.section.keep_checkpoints:
-            shutil.rmtree(Path(work_dir) / CHECKPOINTS_DIR, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             (Path(work_dir) / "preempted.json").unlink()
     barrier()
