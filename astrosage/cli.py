@@ -7,7 +7,7 @@
     astrosage schema [--markdown | --json-schema FILE]
     astrosage tiny-model OUT_DIR [--variant instruct]
 
-Exit codes: 0 ok, 1 a stage failed, 2 invalid recipe or usage, 3 stage not available in this version.
+Exit codes: 0 ok, 1 a stage failed, 2 invalid recipe or usage, 75 preempted (requeue).
 Works as ``python -m astrosage.cli`` too (e.g. under ``accelerate launch -m astrosage.cli``).
 """
 
@@ -27,12 +27,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .recipe import Recipe, RecipeError, check_paths, load_recipe
+from .core.recipe import Recipe, RecipeError, check_paths, load_recipe
 
-from .exitcodes import BAD_INPUT as EXIT_BAD_INPUT
-from .exitcodes import NOT_AVAILABLE as EXIT_NOT_AVAILABLE
-from .exitcodes import REQUEUE as EXIT_REQUEUE
-from .exitcodes import STAGE_FAILED as EXIT_STAGE_FAILED
+from .core.exitcodes import BAD_INPUT as EXIT_BAD_INPUT
+from .core.exitcodes import REQUEUE as EXIT_REQUEUE
+from .core.exitcodes import STAGE_FAILED as EXIT_STAGE_FAILED
 
 console = Console(stderr=True)
 out = Console()
@@ -91,7 +90,7 @@ def _load(
 
 
 def _setup_logging(recipe: Recipe, log_file: Path | None = None) -> None:
-    from .logs import setup_logging
+    from .core.logs import setup_logging
 
     setup_logging(
         recipe.logging.level,
@@ -108,7 +107,7 @@ def validate(
     """Check a recipe (schema, cross-field rules, local paths, the content of local inputs) without running anything."""
     loaded = _load(recipe, overrides)
     from .input_checks import check_inputs
-    from .pipeline import STAGES
+    from .stages import STAGES
 
     report = check_inputs(loaded)
     for line in report.lines(report.warnings):
@@ -120,10 +119,7 @@ def validate(
         raise typer.Exit(EXIT_BAD_INPUT)
 
     enabled = [s for s in STAGES if getattr(loaded, s).enabled]
-    unavailable = [s for s in enabled if not STAGES[s].available]
     out.print(f"[green]ok[/]: {recipe} (run '{loaded.run.name}', stages enabled: {', '.join(enabled) or 'none'})")
-    if unavailable:
-        out.print(f"[yellow]note[/]: not available in astrosage {__version__} yet: {', '.join(unavailable)}")
 
 
 @app.command()
@@ -135,7 +131,7 @@ def schema(
     from .schema_doc import iter_fields, schema_json, schema_markdown
 
     if json_schema is not None:
-        from .artifacts import atomic_write_text
+        from .core.artifacts import atomic_write_text
 
         atomic_write_text(json_schema, schema_json())
         out.print(f"wrote {json_schema}")
@@ -154,17 +150,13 @@ def schema(
 
 def _run(recipe_path: Path, overrides: Optional[list[str]], stages: Optional[list[str]], force: bool) -> None:
     recipe = _load(recipe_path, overrides)
-    from .progress import StageProgress, summary_table
-    from .runner import PipelineError, RunManager, StageNotAvailable
+    from .core.progress import StageProgress, summary_table
+    from .runner import PipelineError, RunManager
 
     manager = RunManager(recipe)
     try:
         selected = manager.select(stages)
-        manager.check_available(selected)
         manager.check_inputs(selected)  # content of benchmarks, data files, corpus metadata: before any stage
-    except StageNotAvailable as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_NOT_AVAILABLE) from None
     except PipelineError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -181,7 +173,7 @@ def _run(recipe_path: Path, overrides: Optional[list[str]], stages: Optional[lis
 
 
 def _run_locked(recipe_path: Path, overrides: Optional[list[str]], recipe: Recipe, manager, selected: list[str], force: bool) -> None:
-    from .progress import StageProgress, summary_table
+    from .core.progress import StageProgress, summary_table
     from .runner import PipelineError
 
     rank = os.environ.get("RANK", "0")
@@ -216,7 +208,7 @@ def _run_locked(recipe_path: Path, overrides: Optional[list[str]], recipe: Recip
         )
         raise typer.Exit(EXIT_REQUEUE)
     if failed is not None:
-        from .logs import SecretRedactor
+        from .core.logs import SecretRedactor
 
         text = SecretRedactor((recipe.synth.api_key_env, recipe.publish.token_env)).redact(str(failed))
         console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
@@ -231,7 +223,7 @@ def _mark_requeue() -> None:
     """
     marker = os.environ.get("ASTROSAGE_REQUEUE_MARKER")
     if marker and os.environ.get("RANK", "0") == "0":
-        from .artifacts import atomic_write_text
+        from .core.artifacts import atomic_write_text
 
         atomic_write_text(marker, datetime.now().isoformat() + "\n")
 
@@ -271,7 +263,7 @@ def _stage_command(stage: str, summary: str) -> None:
 def _register_stage_commands() -> None:
     import importlib.util
 
-    from .pipeline import STAGES
+    from .stages import STAGES
 
     for name, spec in STAGES.items():
         if name == "eval" and importlib.util.find_spec("eval.cli") is not None:
@@ -353,7 +345,7 @@ def tiny_model(
     seed: int = typer.Option(0, "--seed", help="Seed for the random weights."),
 ) -> None:
     """Write the offline tiny Llama model (random weights + tokenizer + chat template)."""
-    from .tiny import build_tiny_model, count_parameters
+    from .core.tiny import build_tiny_model, count_parameters
 
     if variant not in ("base", "instruct"):
         console.print(f"[bold red]error:[/] --variant {variant!r} is not one of 'base', 'instruct'")

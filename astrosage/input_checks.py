@@ -13,7 +13,7 @@ their stage):
   conversation are reported as warnings (the stage drops and counts them) unless no row is usable;
 * the corpus ``metadata.jsonl`` (``corpus.local_dir``): torn lines and records without an ``id``.
 
-Errors are ``(file, field, message)`` triples like :class:`~astrosage.recipe.RecipeError`'s.
+Errors are ``(file, field, message)`` triples like :class:`~astrosage.core.recipe.RecipeError`'s.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .recipe import Recipe
+from .core.recipe import Recipe
 
 #: at most this many bytes of one data file are scanned up front; the stage checks the rest row by row
 SCAN_BYTES = 256 * 1024 * 1024

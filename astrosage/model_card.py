@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from .recipe import Recipe
+from .core.recipe import Recipe
 
 log = logging.getLogger("astrosage")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from . import __version__
-from .artifacts import (
+from .core.artifacts import (
     MANIFEST_NAME,
     atomic_write_json,
     atomic_write_text,
@@ -38,10 +38,11 @@ from .artifacts import (
     replacing_dir,
     tree_fingerprint,
 )
-from .exitcodes import REQUEUE
-from .models import model_fingerprint
-from .pipeline import STAGE_ORDER, STAGES, StageContext, StageNotAvailable, StageResult, StageSpec
-from .recipe import Recipe, section_hash
+from .core.exitcodes import REQUEUE
+from .core.models import model_fingerprint
+from .core.stage import StageContext, StageResult, StageSpec
+from .stages import STAGE_ORDER, STAGES
+from .core.recipe import Recipe, section_hash
 
 log = logging.getLogger("astrosage")
 
@@ -49,7 +50,7 @@ PARTIAL_MARKER = ".astrosage-partial.json"
 
 
 class PipelineError(RuntimeError):
-    """A run cannot proceed (bad stage selection, missing upstream artifact, unavailable stage)."""
+    """A run cannot proceed (bad stage selection, missing upstream artifact, a stage without its outputs)."""
 
 
 class RunLockedError(PipelineError):
@@ -145,7 +146,7 @@ class RunLock:
         if previous and previous.get("pid") != os.getpid():
             log.warning("run folder %s: taking over the lock left by %s, which is no longer running",
                         self.run_dir, _describe_holder(previous))
-        from .artifacts import atomic_write_json
+        from .core.artifacts import atomic_write_json
 
         atomic_write_json(self.holder_path, {
             "pid": os.getpid(),
@@ -281,7 +282,7 @@ class RunManager:
         """Save the recipe as run (after extends and overrides) to ``<run_dir>/recipe.resolved.yaml``."""
         import yaml
 
-        from .logs import redact_json
+        from .core.logs import redact_json
 
         redact = self._redactor().redact
         header = f"# resolved from {source}" + (f" with overrides {' '.join(overrides)}" if overrides else "") + "\n"
@@ -302,12 +303,6 @@ class RunManager:
     def enabled(self, stage: str) -> bool:
         section = getattr(self.recipe, stage, None)
         return bool(getattr(section, "enabled", True))
-
-    def check_available(self, selected: list[str]) -> None:
-        """Fail before doing any work if a selected, enabled stage is not in this version."""
-        missing = [self.registry[s] for s in selected if self.enabled(s) and not self.registry[s].available]
-        if missing:
-            raise StageNotAvailable("\n".join(spec.not_available_message() for spec in missing))
 
     def check_inputs(self, selected: list[str]) -> None:
         """Check the content of every local input the selected stages read, before any stage runs.
@@ -424,7 +419,6 @@ class RunManager:
         reported through ``on_event``).
         """
         selected = self.select(stages)
-        self.check_available(selected)
         self.check_inputs(selected)
         with self.locked(), self.datasets_cache():
             return self._run_selected(selected, force, on_event)
@@ -499,7 +493,7 @@ class RunManager:
         return outcomes
 
     def _redactor(self):
-        from .logs import SecretRedactor
+        from .core.logs import SecretRedactor
 
         return SecretRedactor((self.recipe.synth.api_key_env, self.recipe.publish.token_env))
 
@@ -518,7 +512,7 @@ class RunManager:
         force: bool,
         valid_keys: set[str] | None = None,
     ) -> dict[str, Any]:
-        func = spec.load()
+        func = spec.run
         ranks = self.ranks
         if not ranks.is_main:
             return self._run_stage_worker(spec, func, upstream, force)
@@ -546,6 +540,9 @@ class RunManager:
             ranks.barrier()  # every rank has finished writing before the folder is sealed
             if not isinstance(result, StageResult):
                 raise TypeError(f"stage {spec.name} returned {type(result).__name__}, expected StageResult")
+            missing = spec.missing_outputs(work, result)
+            if missing:  # never seal a stage that did not write what it promises its readers
+                raise PipelineError(f"stage {spec.name} finished without its outputs: " + "; ".join(missing))
             _whole_run_loss(work, result)
             manifest = {
                 "stage": spec.name,
@@ -627,7 +624,7 @@ def _redacted(manifest: dict[str, Any]) -> dict[str, Any]:
     """The manifest with token-shaped strings (hf_..., sk-..., keyed 40-hex keys, URL passwords) as ``***``.
 
     Only whole string values are looked at, so hashes and commits (bare hex) are kept as they are."""
-    from .logs import redact_json
+    from .core.logs import redact_json
 
     return redact_json(manifest)
 
@@ -665,4 +662,4 @@ def _remove_torn_writes(folder: Path) -> None:
             tmp.unlink()
 
 
-__all__ = ["RunManager", "RunLock", "StageOutcome", "PipelineError", "RunLockedError", "BadInputError", "StageNotAvailable"]
+__all__ = ["RunManager", "RunLock", "StageOutcome", "PipelineError", "RunLockedError", "BadInputError"]

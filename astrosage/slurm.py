@@ -20,9 +20,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .recipe import Recipe
+from .core.recipe import Recipe
 
-from .exitcodes import REQUEUE as REQUEUE_EXIT_CODE
+from .core.exitcodes import REQUEUE as REQUEUE_EXIT_CODE
 
 #: Stages that run multi-node / multi-process; the others run as one process on one node.
 TRAINING_STAGES = ("cpt", "sft")
@@ -80,7 +80,7 @@ def render_job(
     """Render the sbatch script that runs ``astrosage <stage> recipe_file [overrides]``."""
     import jinja2
 
-    from .pipeline import STAGES
+    from .stages import STAGES
 
     if stage not in STAGES:
         raise SlurmError(f"unknown stage {stage!r}; stages are: {', '.join(STAGES)}")
@@ -144,7 +144,7 @@ def render_job(
 
 def write_job(job: JobSpec) -> Path:
     """Write the script (atomically) and make sure the log folder exists."""
-    from .artifacts import atomic_write_text
+    from .core.artifacts import atomic_write_text
 
     job.path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(job.path, job.script)
@@ -175,6 +175,6 @@ def submit_job(job: JobSpec, dependency: str | None = None) -> str:
 
 def enabled_stages(recipe: Recipe) -> list[str]:
     """Stages enabled in the recipe, in pipeline order."""
-    from .pipeline import STAGES
+    from .stages import STAGES
 
     return [name for name in STAGES if getattr(recipe, name).enabled]

@@ -177,7 +177,7 @@ def main() -> None:
     import torch
     from rich.console import Console
 
-    from astrosage.models import resolve_model
+    from astrosage.core.models import resolve_model
     from bench import shapes
     from eval.modeling import LoadedModel, load_model
 

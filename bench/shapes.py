@@ -4,7 +4,7 @@ Nothing is downloaded. Each shape is a ``LlamaConfig`` written out here from the
 ``config.json``; weights are random (``from_config``), so timings are those of the real shape while
 scores are meaningless (which is fine: the benches compare speed and check identical predictions).
 
-* ``tiny``: the offline tiny model (``astrosage.tiny``: 1,024-token vocabulary) -- the old default.
+* ``tiny``: the offline tiny model (``astrosage.core.tiny``: 1,024-token vocabulary) -- the old default.
 * ``llama-100m``: SmolLM-135M (a Llama: 30 layers, d=576, 9 heads / 3 KV heads, ffn 1536,
   49,152-token vocabulary, tied embeddings), ~135M parameters.
 * ``llama-1b``: Llama-3.2-1B (16 layers, d=2048, 32 heads / 8 KV heads, ffn 8192, 128,256-token
@@ -52,7 +52,7 @@ TOKENIZER_MERGES = 32000
 
 def describe(shape: str) -> str:
     if shape == "tiny":
-        return "tiny (astrosage.tiny, 1,024-token vocabulary)"
+        return "tiny (astrosage.core.tiny, 1,024-token vocabulary)"
     s = SHAPES[shape]
     return (f"{shape} = {s['family']}: {s['num_hidden_layers']} layers, d={s['hidden_size']}, "
             f"{s['num_attention_heads']}/{s['num_key_value_heads']} heads, ffn {s['intermediate_size']}, vocab {s['vocab_size']:,}")
@@ -90,7 +90,7 @@ def build_tokenizer(cache: Path, merges: int = TOKENIZER_MERGES):
         return AutoTokenizer.from_pretrained(cache)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-    from astrosage.tiny import SPECIAL_TOKENS
+    from astrosage.core.tiny import SPECIAL_TOKENS
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -106,7 +106,7 @@ def build_tokenizer(cache: Path, merges: int = TOKENIZER_MERGES):
         additional_special_tokens=["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<think>", "</think>"],
         model_max_length=131072, padding_side="right",
     )
-    from astrosage.tiny import build_tiny_tokenizer
+    from astrosage.core.tiny import build_tiny_tokenizer
 
     fast.chat_template = build_tiny_tokenizer().chat_template
     cache.mkdir(parents=True, exist_ok=True)
@@ -130,7 +130,7 @@ def build_model(shape: str, work: Path, dtype: str = "float32", attn: str = "sdp
 
     work = Path(work)
     if shape == "tiny":
-        from astrosage.models import resolve_model
+        from astrosage.core.models import resolve_model
 
         path = resolve_model("tiny:base", work / "runs")
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), attn_implementation=attn)

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cores = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="astrosage-bench-tok-"))
     if args.shape == "tiny":
-        from astrosage.tiny import build_tiny_tokenizer
+        from astrosage.core.tiny import build_tiny_tokenizer
 
         tok = build_tiny_tokenizer()
     else:

@@ -46,7 +46,7 @@ ARCH = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_att
 def build_model(out: Path, shape: str = "tiny") -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from astrosage.tiny import build_tiny_model, build_tiny_tokenizer
+    from astrosage.core.tiny import build_tiny_model, build_tiny_tokenizer
 
     if (out / "config.json").exists():
         return out
@@ -133,7 +133,7 @@ def cpt_corpus(path: Path, n_docs: int = 1500, paras_per_doc: tuple[int, int] = 
 def bench_cpt(model_dir: Path, steps: int, work: Path, seq_len: int = 512, batch: int = 4, *, dtype: str = "float32",
               attn: str = "sdpa", n_docs: int = 1500, paras_per_doc: tuple[int, int] = (1, 4)) -> dict:
     """The cpt stage vs a bare loop on the same packed rows. bfloat16 = autocast with fp32 master weights (as the stage)."""
-    from astrosage.recipe import load_recipe_dict
+    from astrosage.core.recipe import load_recipe_dict
     from astrosage.runner import RunManager
     from astrosage.training.packing import PackedCollator, PackedDataset
 

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from astrosage.artifacts import atomic_write_bytes
+from astrosage.core.artifacts import atomic_write_bytes
 
 from .http import HarvestError, PoliteSession
 from .records import paper_key

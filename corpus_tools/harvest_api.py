@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 
 import arxiv
 
-from astrosage.artifacts import atomic_write_text
+from astrosage.core.artifacts import atomic_write_text
 
 from .http import PoliteSession
 from .records import dumps_jsonl, read_jsonl, strip_version

@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Callable
 
-from astrosage.artifacts import atomic_write_json, atomic_write_text
+from astrosage.core.artifacts import atomic_write_json, atomic_write_text
 
 from .http import HarvestError, PoliteSession
 from .records import dumps_jsonl, read_jsonl

@@ -21,7 +21,7 @@ from typing import Callable
 
 import requests
 
-from astrosage.artifacts import atomic_write_bytes
+from astrosage.core.artifacts import atomic_write_bytes
 
 log = logging.getLogger("astrosage")
 

@@ -101,7 +101,7 @@ def results_table(report: dict[str, Any], out_dir: Path) -> Table:
 
 
 def _standalone(model: str, benchmark: str, out_dir: Path, settings: Any, split: Optional[str], name: Optional[str]) -> None:
-    from astrosage.models import resolve_model
+    from astrosage.core.models import resolve_model
 
     from .data import BenchmarkError
     from .evaluator import evaluate
@@ -212,7 +212,7 @@ def _check_recipe_benchmarks(recipe_path: Path, overrides: list[str]) -> None:
 
     An invalid recipe is left to ``run_stage``, which reports it in the pipeline's own words.
     """
-    from astrosage.recipe import RecipeError, load_recipe
+    from astrosage.core.recipe import RecipeError, load_recipe
 
     from .data import BenchmarkError, iter_raw_rows, make_question
 

@@ -210,7 +210,7 @@ def load_benchmark(ref: str | Path, split: str | None = None, limit: int | None 
 
 def benchmark_fingerprint(ref: str | Path, split: str | None = None) -> str:
     """Content hash of a local benchmark file/folder; for a Hub name, a hash of name + split."""
-    from astrosage.artifacts import tree_fingerprint
+    from astrosage.core.artifacts import tree_fingerprint
 
     path = Path(str(ref)).expanduser()
     if path.exists():
@@ -220,6 +220,6 @@ def benchmark_fingerprint(ref: str | Path, split: str | None = None) -> str:
 
 def write_jsonl(rows: Iterable[dict[str, Any]], path: Path) -> Path:
     """Atomically write rows as JSON lines."""
-    from astrosage.artifacts import atomic_write_text
+    from astrosage.core.artifacts import atomic_write_text
 
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

@@ -103,7 +103,7 @@ def evaluate(
     ``on_batch(k)`` is called after the k-th new batch is stored (an exception there stops the
     run, keeping what was stored).
     """
-    from astrosage.models import model_fingerprint
+    from astrosage.core.models import model_fingerprint
 
     if settings.method == "generate":
         from .generate import require_backend

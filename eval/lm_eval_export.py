@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from astrosage.artifacts import atomic_write_text
+from astrosage.core.artifacts import atomic_write_text
 
 from .data import LETTERS, load_benchmark, write_jsonl
 from .prompts import CHOICES_TEMPLATE, LETTER_TEMPLATE, TARGET_DELIMITER

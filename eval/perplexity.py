@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from astrosage.artifacts import atomic_write_json, atomic_write_text
+from astrosage.core.artifacts import atomic_write_json, atomic_write_text
 
 from .store import ScoreStore
 
@@ -318,7 +318,7 @@ def evaluate_perplexity(
     the model is loaded only when a document is left to score. ``on_batch(k)`` is called after
     the k-th stored batch (an exception there stops the run, keeping what was stored).
     """
-    from astrosage.models import model_fingerprint
+    from astrosage.core.models import model_fingerprint
 
     out_dir = Path(out_dir)
     key = perplexity_key(model_fp or model_fingerprint(model_path, revision), text_set.fingerprint, settings)

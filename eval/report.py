@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
-from astrosage.artifacts import atomic_write_json, atomic_write_text
+from astrosage.core.artifacts import atomic_write_json, atomic_write_text
 
 from .data import LETTERS, Question, write_jsonl
 from .metrics import accuracy_block, calibration_block, softmax

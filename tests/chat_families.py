@@ -64,7 +64,7 @@ def family_tokenizer(family: str):
     """The tiny BPE tokenizer + the family's special tokens, BOS/EOS and real chat template."""
     from tokenizers import AddedToken
 
-    from astrosage.tiny import build_tiny_tokenizer
+    from astrosage.core.tiny import build_tiny_tokenizer
 
     spec = FAMILIES[family]
     tok = build_tiny_tokenizer()
@@ -85,7 +85,7 @@ def family_model(family: str, out_dir: Path, seed: int = 0) -> Path:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from astrosage.tiny import ARCHITECTURE
+    from astrosage.core.tiny import ARCHITECTURE
 
     tok = family_tokenizer(family)
     config = LlamaConfig(

@@ -35,7 +35,7 @@ def tiny_models_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_base(tiny_models_root) -> Path:
     """A tiny random-weight Llama (seed 0) with the bundled tokenizer and chat template."""
-    from astrosage.tiny import build_tiny_model
+    from astrosage.core.tiny import build_tiny_model
 
     return build_tiny_model(tiny_models_root / "base", variant="base", seed=0)
 
@@ -43,7 +43,7 @@ def tiny_base(tiny_models_root) -> Path:
 @pytest.fixture(scope="session")
 def tiny_instruct(tiny_models_root) -> Path:
     """The tiny model's instruct sibling: same tokenizer and architecture, other weights."""
-    from astrosage.tiny import build_tiny_model
+    from astrosage.core.tiny import build_tiny_model
 
     return build_tiny_model(tiny_models_root / "instruct", variant="instruct", seed=0)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from astrosage.cli import EXIT_BAD_INPUT, EXIT_NOT_AVAILABLE, app
-from astrosage.pipeline import STAGES
+from astrosage.cli import EXIT_BAD_INPUT, app
+from astrosage.stages import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -79,19 +79,6 @@ def test_run_with_everything_disabled_prints_summary(tmp_path):
     assert result.output.count("disabled") >= len(STAGES)
 
 
-def test_unavailable_stage_is_a_clear_error(tmp_path, monkeypatch):
-    """A stage without an implementation is refused before anything runs (never faked)."""
-    import dataclasses
-
-    monkeypatch.setitem(STAGES, "sft", dataclasses.replace(STAGES["sft"], entry=None, planned="a later release"))
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(all_stages_off_yaml("cli-test", tmp_path / "runs"))
-    result = invoke("run", str(recipe), "sft.enabled=true")
-    assert result.exit_code == EXIT_NOT_AVAILABLE, result.output
-    assert "stage 'sft' is not available yet" in result.output and "a later release" in result.output
-    assert not (tmp_path / "runs").exists()
-
-
 def test_bad_stage_selection(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(all_stages_off_yaml("cli-test", tmp_path / "runs"))
@@ -150,7 +137,7 @@ def test_run_writes_resolved_recipe_and_log(tmp_path, monkeypatch):
     resolved = yaml.safe_load((run_dir / "recipe.resolved.yaml").read_text())
     assert resolved["cpt"]["learning_rate"] == 0.005 and resolved["run"]["name"] == "cli-test"
     # the resolved recipe is itself a valid recipe
-    from astrosage.recipe import load_recipe
+    from astrosage.core.recipe import load_recipe
 
     assert load_recipe(run_dir / "recipe.resolved.yaml").cpt.learning_rate == 0.005
     logs = list((run_dir / "logs").glob("*-rank0.log"))
@@ -172,7 +159,7 @@ def test_secrets_never_reach_console_or_log_file(tmp_path, monkeypatch, capsys):
 
     token = "hf_SECRETSECRET42xyz"
     monkeypatch.setenv("HF_TOKEN", token)
-    monkeypatch.setitem(STAGES, "cpt", dataclasses.replace(STAGES["cpt"], entry=f"{__name__}:leaky_stage"))
+    monkeypatch.setitem(STAGES, "cpt", dataclasses.replace(STAGES["cpt"], run=leaky_stage))
     recipe = tmp_path / "r.yaml"
     recipe.write_text(all_stages_off_yaml("cli-test", tmp_path / "runs"))
     result = invoke("run", str(recipe), "cpt.enabled=true")
@@ -188,7 +175,7 @@ def test_secrets_never_reach_console_or_log_file(tmp_path, monkeypatch, capsys):
 
 def preempting_stage(ctx):
     """Stands in for a training stage that saved a complete checkpoint after SIGUSR1."""
-    from astrosage.exitcodes import REQUEUE
+    from astrosage.core.exitcodes import REQUEUE
 
     (ctx.work_dir / "checkpoint-3").mkdir()
     raise SystemExit(REQUEUE)
@@ -197,9 +184,9 @@ def preempting_stage(ctx):
 def test_preempted_stage_exits_with_requeue_code_and_marker(tmp_path, monkeypatch):
     import dataclasses
 
-    from astrosage.exitcodes import REQUEUE
+    from astrosage.core.exitcodes import REQUEUE
 
-    monkeypatch.setitem(STAGES, "cpt", dataclasses.replace(STAGES["cpt"], entry=f"{__name__}:preempting_stage"))
+    monkeypatch.setitem(STAGES, "cpt", dataclasses.replace(STAGES["cpt"], run=preempting_stage))
     marker = tmp_path / "markers" / "requeue-1-0"
     monkeypatch.setenv("ASTROSAGE_REQUEUE_MARKER", str(marker))
     recipe = tmp_path / "r.yaml"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from astrosage.recipe import load_recipe_dict
+from astrosage.core.recipe import load_recipe_dict
 from astrosage.runner import RunManager
 
 from conftest import SAMPLE_CORPUS, SAMPLE_MCQ

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from astrosage.recipe import load_recipe_dict
+from astrosage.core.recipe import load_recipe_dict
 from astrosage.runner import RunManager
 
 from conftest import ASTROMLAB1_PUBLIC, SAMPLE_CORPUS, SAMPLE_MCQ

@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from astrosage.cli import app
-from astrosage.models import tiny_dir
+from astrosage.core.models import tiny_dir
 from test_eval_support import make_rows, read_jsonl, write_json
 
 runner = CliRunner()

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from astrosage.models import tiny_dir
-from astrosage.pipeline import STAGES, StageContext, StageResult, StageSpec
-from astrosage.recipe import load_recipe_dict
+from astrosage.core.models import tiny_dir
+from astrosage.core.stage import StageContext, StageResult, StageSpec
+from astrosage.stages import STAGES
+from astrosage.core.recipe import load_recipe_dict
 from astrosage.runner import RunManager
-from eval.stage import Checkpoint, select_checkpoints
+from eval.runs import Checkpoint, select_checkpoints
 from test_eval_support import make_rows, write_json
 
 OFF = {stage: {"enabled": False} for stage in ("corpus", "synth", "cpt", "sft", "merge", "publish")}
@@ -83,7 +84,7 @@ def test_every_checkpoint_is_compared_with_the_base(tmp_path, tiny_base, tiny_in
     recipe = _recipe(tmp_path, tiny_base)
     recipe.model.base_instruct = str(tiny_instruct)
     recipe.sft.enabled = True
-    sft = StageSpec("sft", "fake sft", ("model",), lambda r: [], lambda r: {}, entry="test_eval_stage:fake_sft")
+    sft = StageSpec("sft", "fake sft", ("model",), lambda r: [], lambda r: {}, run=fake_sft)
     manager = RunManager(recipe, registry={"sft": sft, "eval": STAGES["eval"]})
     outcomes = {o.stage: o for o in manager.run()}
     assert outcomes["eval"].status == "done"
@@ -119,9 +120,9 @@ def test_select_checkpoints():
 
 
 def test_a_sweeps_selected_model_is_listed_once(tmp_path):
-    from astrosage.pipeline import StageContext
-    from astrosage.recipe import load_recipe_dict
-    from eval.stage import list_checkpoints
+    from astrosage.core.stage import StageContext
+    from astrosage.core.recipe import load_recipe_dict
+    from eval.runs import list_checkpoints
 
     recipe = load_recipe_dict({
         "run": {"name": "d", "output_dir": str(tmp_path)}, "model": {"base": "org/base", "base_instruct": "org/inst"},

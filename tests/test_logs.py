@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from astrosage.logs import SecretRedactor, setup_logging
+from astrosage.core.logs import SecretRedactor, setup_logging
 
 
 def test_tokens_are_redacted_from_messages_and_args(monkeypatch, capsys):

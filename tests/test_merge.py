@@ -16,8 +16,9 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 
 from astrosage.merging.check import MergeCompatibilityError, ModelInfo, check_models  # noqa: E402
 from astrosage.merging.sweep import SweepError, select_best, write_sweep_record  # noqa: E402
-from astrosage.pipeline import STAGES, StageContext, StageResult, StageSpec  # noqa: E402
-from astrosage.recipe import BenchmarkRef, load_recipe_dict  # noqa: E402
+from astrosage.core.stage import StageContext, StageResult, StageSpec
+from astrosage.stages import STAGES  # noqa: E402
+from astrosage.core.recipe import BenchmarkRef, load_recipe_dict  # noqa: E402
 from astrosage.runner import RunManager  # noqa: E402
 from astrosage.stages import merge as merge_stage  # noqa: E402
 
@@ -270,7 +271,7 @@ def test_merge_stage_through_the_run_manager_then_cached(tmp_path):
             sections=("model", "sft"),
             upstream=lambda r: [],
             external=lambda r: {"base": r.model.base},
-            entry=f"{__name__}:fake_sft",
+            run=fake_sft,
         ),
         "merge": STAGES["merge"],
     }
@@ -293,7 +294,7 @@ def test_merge_stage_through_the_run_manager_then_cached(tmp_path):
 
 
 def recipe_ctx_instruct(recipe) -> str:
-    from astrosage.models import resolve_model
+    from astrosage.core.models import resolve_model
 
     return resolve_model(recipe.model.base_instruct, Path(recipe.run.output_dir), recipe.run.seed)
 

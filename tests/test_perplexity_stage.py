@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from astrosage.models import tiny_dir
-from astrosage.recipe import load_recipe, load_recipe_dict
+from astrosage.core.models import tiny_dir
+from astrosage.core.recipe import load_recipe, load_recipe_dict
 from astrosage.runner import RunManager
 from conftest import REPO_ROOT
 from test_eval_support import make_rows, write_json
@@ -96,9 +96,10 @@ def test_cpt_never_read_the_heldout_papers(demo):
 
 @pytest.mark.slow
 def test_synth_never_chunks_the_heldout_papers(demo):
-    from astrosage.pipeline import STAGES, StageContext
+    from astrosage.core.stage import StageContext
+    from astrosage.stages import STAGES
     from corpus_tools.synth.chunking import iter_chunks
-    from corpus_tools.synth.stage import docs_path
+    from corpus_tools.synth.build import docs_path
 
     manager = RunManager(demo["recipe"])
     ctx = StageContext(demo["recipe"], "synth", manager.run_dir, manager.run_dir / "synth.partial",

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from astrosage.pipeline import STAGES, StageContext, StageResult, StageSpec
-from astrosage.recipe import load_recipe_dict
+from astrosage.core.stage import StageContext, StageResult, StageSpec
+from astrosage.stages import STAGES
+from astrosage.core.recipe import load_recipe_dict
 from astrosage.runner import RunManager
 from astrosage.stages import publish as publish_stage
 
@@ -79,7 +80,7 @@ def fake_eval(ctx: StageContext) -> StageResult:
 
 def _registry(with_eval: bool = True) -> dict[str, StageSpec]:
     spec = lambda name, fn: StageSpec(name=name, summary=f"fake {name}", sections=("model",), upstream=lambda r: [],  # noqa: E731
-                                      external=lambda r: {}, entry=f"{__name__}:{fn}")
+                                      external=lambda r: {}, run=globals()[fn])
     registry = {"merge": spec("merge", "fake_merge")}
     if with_eval:
         registry["eval"] = spec("eval", "fake_eval")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from astrosage.recipe import (
+from astrosage.core.recipe import (
     Recipe,
     RecipeError,
     check_paths,
@@ -270,7 +270,7 @@ def test_schema_docs_are_in_sync():
 
 def test_validation_imports_no_heavy_library():
     code = (
-        "import sys; from astrosage.recipe import load_recipe, check_paths;"
+        "import sys; from astrosage.core.recipe import load_recipe, check_paths;"
         f"r = load_recipe({str(RECIPES / 'astrosage-70b.yaml')!r});"
         "heavy = [m for m in ('torch', 'transformers', 'datasets', 'trl', 'mergekit') if m in sys.modules];"
         "print(','.join(heavy))"

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from astrosage.pipeline import STAGES, StageResult, StageSpec
-from astrosage.recipe import load_recipe_dict, section_hash
+from astrosage.core.stage import StageResult, StageSpec
+from astrosage.stages import STAGES
+from astrosage.core.recipe import load_recipe_dict, section_hash
 from astrosage.runner import RunManager
 
 ATTEMPTS: list[dict] = []
@@ -32,7 +33,7 @@ def stage_train(ctx):
 
 def registry() -> dict[str, StageSpec]:
     cpt = STAGES["cpt"]
-    return {"cpt": StageSpec("cpt", "train", cpt.sections, lambda r: [], lambda r: {}, f"{__name__}:stage_train",
+    return {"cpt": StageSpec("cpt", "train", cpt.sections, lambda r: [], lambda r: {}, stage_train,
                              key_sections=cpt.key_sections)}
 
 
@@ -116,7 +117,7 @@ def test_unfinished_work_without_checkpoints_is_discarded(tmp_path):
     import sys
 
     sys.modules[__name__].no_ckpt = no_ckpt
-    reg = {"cpt": StageSpec("cpt", "t", ("cpt",), lambda r: [], lambda r: {}, f"{__name__}:no_ckpt")}
+    reg = {"cpt": StageSpec("cpt", "t", ("cpt",), lambda r: [], lambda r: {}, no_ckpt)}
     with pytest.raises(RuntimeError):
         RunManager(recipe(tmp_path), registry=reg).run()
     with pytest.raises(RuntimeError):

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import astrosage.runner as runner_mod
-from astrosage.artifacts import read_json, tree_fingerprint
-from astrosage.pipeline import StageResult, StageSpec
-from astrosage.recipe import load_recipe_dict
+from astrosage.core.artifacts import read_json, tree_fingerprint
+from astrosage.core.stage import StageResult, StageSpec
+from astrosage.core.recipe import load_recipe_dict
 from astrosage.runner import RunManager
 from astrosage.training import checkpoints
 
@@ -34,7 +34,7 @@ def _manager(tmp_path: Path) -> RunManager:
         "model": {"base": "tiny:base"},
         **{s: {"enabled": False} for s in ("corpus", "synth", "merge", "eval", "publish")},
     }
-    spec = StageSpec("train", "train", ("cpt",), lambda r: [], lambda r: {}, f"{__name__}:stage_with_checkpoints")
+    spec = StageSpec("train", "train", ("cpt",), lambda r: [], lambda r: {}, stage_with_checkpoints)
     return RunManager(load_recipe_dict(data), registry={"train": spec})
 
 

@@ -140,7 +140,7 @@ def test_the_cpt_stage_fails_on_nan_weights_with_the_step(tiny_base, tmp_path):
 
 def stage_resumed_training(ctx):
     """A training stage's outputs after a resume: the Trainer's train_loss covers the last attempt only."""
-    from astrosage.pipeline import StageResult
+    from astrosage.core.stage import StageResult
 
     history = [{"step": 2, "loss": 4.0}, {"step": 4, "loss": 2.0}, {"step": 6, "loss": 1.0}, {"step": 6, "train_loss": 1.0}]
     (ctx.work_dir / "trainer_state.json").write_text(json.dumps({"log_history": history}))
@@ -148,11 +148,11 @@ def stage_resumed_training(ctx):
 
 
 def test_the_manifest_mean_train_loss_covers_the_whole_run(tmp_path):
-    from astrosage.pipeline import StageSpec
+    from astrosage.core.stage import StageSpec
     from astrosage.runner import RunManager
     from test_train_stages import tiny_recipe
 
-    spec = StageSpec("cpt", "t", ("cpt",), lambda r: [], lambda r: {}, f"{__name__}:stage_resumed_training")
+    spec = StageSpec("cpt", "t", ("cpt",), lambda r: [], lambda r: {}, stage_resumed_training)
     RunManager(tiny_recipe(tmp_path / "runs"), registry={"cpt": spec}).run()
     metrics = json.loads((tmp_path / "runs" / "t" / "cpt" / "manifest.json").read_text())["metrics"]
     assert metrics["mean_train_loss"] == pytest.approx((4.0 + 2.0 + 1.0) / 3) and metrics["final_loss"] == 1.0

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from astrosage.cli import EXIT_BAD_INPUT, app
 from astrosage.input_checks import check_inputs
-from astrosage.recipe import load_recipe
+from astrosage.core.recipe import load_recipe
 from astrosage.runner import BadInputError, RunManager
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from astrosage.exitcodes import REQUEUE
+from astrosage.core.exitcodes import REQUEUE
 
 from conftest import all_stages_off_yaml
 
@@ -22,7 +22,7 @@ DRIVER = textwrap.dedent(
     """
     import dataclasses, os, signal, sys, time
     from astrosage import cli
-    from astrosage.pipeline import STAGES
+    from astrosage.stages import STAGES
     from astrosage.training.preemption import Preempted, PreemptionHandler
 
     def preempted_stage(ctx):
@@ -41,7 +41,7 @@ DRIVER = textwrap.dedent(
         real_mark()
     cli._mark_requeue = second_sigterm_then_mark
 
-    STAGES["cpt"] = dataclasses.replace(STAGES["cpt"], entry="__main__:preempted_stage")
+    STAGES["cpt"] = dataclasses.replace(STAGES["cpt"], run=preempted_stage)
     sys.argv = ["astrosage", *sys.argv[1:]]
     cli.main()
     """

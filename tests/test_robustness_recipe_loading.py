@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from astrosage.cli import EXIT_BAD_INPUT, app
-from astrosage.recipe import MAX_YAML_VALUES, RecipeError, load_recipe, parse_override
+from astrosage.core.recipe import MAX_YAML_VALUES, RecipeError, load_recipe, parse_override
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()

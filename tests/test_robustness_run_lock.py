@@ -30,7 +30,8 @@ DRIVER = textwrap.dedent(
     """
     import dataclasses, os, sys, time
     from pathlib import Path
-    from astrosage.pipeline import STAGES, StageResult
+    from astrosage.core.stage import StageResult
+    from astrosage.stages import STAGES
 
     def waiting_stage(ctx):
         flags = Path(os.environ["LOCK_TEST_FLAGS"])
@@ -40,7 +41,7 @@ DRIVER = textwrap.dedent(
             time.sleep(0.05)
         return StageResult(outputs={"out": "out.txt"})
 
-    STAGES["cpt"] = dataclasses.replace(STAGES["cpt"], entry="__main__:waiting_stage")
+    STAGES["cpt"] = dataclasses.replace(STAGES["cpt"], run=waiting_stage, outputs={})
     from astrosage.cli import main
     sys.argv = ["astrosage", *sys.argv[1:]]
     main()
@@ -133,7 +134,7 @@ def test_lock_is_reentrant_in_one_process_and_exclusive_across_lock_objects(tmp_
 
 
 def test_non_main_ranks_do_not_take_the_lock(tmp_path, monkeypatch):
-    from astrosage.recipe import load_recipe_dict
+    from astrosage.core.recipe import load_recipe_dict
     from astrosage.runner import RunManager
 
     import yaml

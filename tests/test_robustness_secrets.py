@@ -10,9 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from astrosage.cli import EXIT_BAD_INPUT, app
-from astrosage.logs import looks_like_token, redact_tokens
-from astrosage.pipeline import STAGES, StageContext, StageResult, StageSpec
-from astrosage.recipe import RecipeError, load_recipe_dict
+from astrosage.core.logs import looks_like_token, redact_tokens
+from astrosage.core.stage import StageContext, StageResult, StageSpec
+from astrosage.stages import STAGES
+from astrosage.core.recipe import RecipeError, load_recipe_dict
 from astrosage.runner import RunManager
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +61,7 @@ def test_manifests_and_resolved_recipe_redact_token_shaped_values(tmp_path):
         "corpus": {"enabled": False}, "synth": {"enabled": False, "api_base": "https://me:s3cretpass@teacher.example/v1"},
         "sft": {"direct_system_prompt": f"key {HF}"}, "merge": {"enabled": False}, "eval": {"enabled": False}, "publish": {"enabled": False},
     })
-    reg = {"sft": StageSpec("sft", "t", ("sft", "synth"), lambda r: [], lambda r: {}, f"{__name__}:stage_with_secrets")}
+    reg = {"sft": StageSpec("sft", "t", ("sft", "synth"), lambda r: [], lambda r: {}, stage_with_secrets)}
     m = RunManager(recipe, registry=reg)
     m.run()
     m.write_resolved_recipe("r.yaml", [f"sft.direct_system_prompt=key {HF}"])
@@ -95,8 +96,8 @@ def test_publish_card_and_upload_folder_are_redacted(tmp_path, monkeypatch):
     recipe = _recipe(tmp_path, dry_run=True)
     recipe.synth.api_base = "https://me:s3cretpass@teacher.example/v1"
     recipe.sft.thinking_system_prompt = f"Think. {SK}"
-    spec = StageSpec("merge", "careless", ("model",), lambda r: [], lambda r: {}, f"{__name__}:careless_merge")
-    evals = StageSpec("eval", "fake eval", ("model",), lambda r: [], lambda r: {}, "test_publish:fake_eval")
+    spec = StageSpec("merge", "careless", ("model",), lambda r: [], lambda r: {}, careless_merge)
+    evals = StageSpec("eval", "fake eval", ("model",), lambda r: [], lambda r: {}, __import__("test_publish").fake_eval)
     manager = RunManager(recipe, registry={"merge": spec, "eval": evals, "publish": STAGES["publish"]})
     manager.run()
     upload = manager.run_dir / "publish" / "upload"

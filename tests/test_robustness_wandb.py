@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from astrosage.recipe import LoggingSection
+from astrosage.core.recipe import LoggingSection
 from astrosage.training import loggers
 
 WANDB_VARS = ("WANDB_DIR", "WANDB_PROJECT", "WANDB_MODE", "WANDB_NAME", "WANDB_RESUME", "WANDB_RUN_ID", "WANDB_ENTITY")

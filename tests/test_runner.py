@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from astrosage.artifacts import atomic_write_json, atomic_write_text, tree_fingerprint
-from astrosage.pipeline import STAGES, StageResult, StageSpec
-from astrosage.recipe import load_recipe_dict
-from astrosage.runner import PipelineError, RunManager, StageNotAvailable
+from astrosage.core.artifacts import atomic_write_json, atomic_write_text, tree_fingerprint
+from astrosage.core.stage import StageResult, StageSpec
+from astrosage.stages import STAGES
+from astrosage.core.recipe import load_recipe_dict
+from astrosage.runner import PipelineError, RunManager
 
 CALLS: list[str] = []
 FAIL_ONCE: set[str] = set()
@@ -38,11 +39,9 @@ def stage_train(ctx):
 
 
 def make_registry() -> dict[str, StageSpec]:
-    mod = __name__
     return {
-        "data": StageSpec("data", "make data", ("run.seed",), lambda r: [], lambda r: {}, f"{mod}:stage_data"),
-        "train": StageSpec("train", "train", ("cpt",), lambda r: ["data"], lambda r: {}, f"{mod}:stage_train"),
-        "later": StageSpec("later", "not built", ("sft",), lambda r: [], lambda r: {}, None, planned="a future issue"),
+        "data": StageSpec("data", "make data", ("run.seed",), lambda r: [], lambda r: {}, stage_data),
+        "train": StageSpec("train", "train", ("cpt",), lambda r: ["data"], lambda r: {}, stage_train),
     }
 
 
@@ -140,17 +139,29 @@ def test_stage_selection_and_missing_upstream(tmp_path):
         m.select(["trian"])
 
 
-def test_unavailable_stage_fails_before_any_work(tmp_path):
-    m = manager(tmp_path, stages=("data", "train", "later"))
-    with pytest.raises(StageNotAvailable, match="stage 'later' is not available yet.*a future issue"):
+def stage_forgetful(ctx):
+    """Declares a model output but writes nothing."""
+    CALLS.append("forgetful")
+    return StageResult(outputs={"model": "model.txt"})
+
+
+def test_a_stage_without_its_declared_outputs_is_never_sealed(tmp_path):
+    reg = make_registry()
+    reg["train"] = StageSpec("train", "train", ("cpt",), lambda r: ["data"], lambda r: {}, stage_forgetful, outputs={"model": "file"})
+    m = RunManager(recipe(tmp_path), registry=reg)
+    with pytest.raises(PipelineError, match=r"stage train finished without its outputs: 'model'.*model.txt is not a file"):
         m.run()
-    assert CALLS == [] and not m.run_dir.exists()
+    assert not (m.run_dir / "train").exists() and (m.run_dir / "data" / "manifest.json").is_file()
+    # a declared output the result does not even name is refused the same way
+    reg["train"] = StageSpec("train", "train", ("cpt",), lambda r: ["data"], lambda r: {}, lambda ctx: StageResult(), outputs={"model": "file"})
+    with pytest.raises(PipelineError, match="'model' \\(declared file\\) is not in the stage's outputs"):
+        RunManager(recipe(tmp_path), registry=reg).run()
 
 
 def test_disabled_stage_is_skipped_with_status(tmp_path):
     reg = make_registry()
     # a registry entry named like a recipe section picks up its `enabled` flag
-    reg["sft"] = StageSpec("sft", "sft", ("sft",), lambda r: [], lambda r: {}, None)
+    reg["sft"] = StageSpec("sft", "sft", ("sft",), lambda r: [], lambda r: {}, stage_forgetful)
     data = recipe(tmp_path).model_dump()
     data["sft"]["enabled"] = False
     m = RunManager(load_recipe_dict(data), registry={"data": reg["data"], "sft": reg["sft"]})
@@ -216,7 +227,7 @@ def test_atomic_writes_leave_old_content_on_failure(tmp_path, monkeypatch):
 
 
 def test_pipeline_registry_matches_recipe_sections():
-    from astrosage.recipe import STAGE_SECTIONS
+    from astrosage.core.recipe import STAGE_SECTIONS
 
     assert tuple(STAGES) == STAGE_SECTIONS
     for spec in STAGES.values():
@@ -235,7 +246,7 @@ def test_atomic_writes_use_the_usual_file_mode(tmp_path):
 
 
 def test_synth_cache_key_ignores_transport_settings(tmp_path):
-    from astrosage.recipe import section_hash
+    from astrosage.core.recipe import section_hash
 
     base = recipe(tmp_path).model_dump()
     moved = dict(base, synth={**base["synth"], "api_base": "http://127.0.0.1:9999/v1", "concurrency": 3, "timeout_s": 5.0})

@@ -15,8 +15,8 @@ SCRIPT = textwrap.dedent(
     """
     import json, os, sys
     from pathlib import Path
-    from astrosage.pipeline import StageResult, StageSpec
-    from astrosage.recipe import load_recipe_dict
+    from astrosage.core.stage import StageResult, StageSpec
+    from astrosage.core.recipe import load_recipe_dict
     from astrosage.runner import RunManager
 
     def stage_a(ctx):
@@ -30,8 +30,8 @@ SCRIPT = textwrap.dedent(
         return StageResult()
 
     reg = {
-        "a": StageSpec("a", "a", ("run.seed",), lambda r: [], lambda r: {}, "__main__:stage_a"),
-        "b": StageSpec("b", "b", ("run.seed",), lambda r: ["a"], lambda r: {}, "__main__:stage_b"),
+        "a": StageSpec("a", "a", ("run.seed",), lambda r: [], lambda r: {}, stage_a),
+        "b": StageSpec("b", "b", ("run.seed",), lambda r: ["a"], lambda r: {}, stage_b),
     }
     out = sys.argv[1]
     recipe = load_recipe_dict({"run": {"name": "d", "output_dir": out}, "model": {"base": "tiny:base"},

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from chat_families import family_model, family_tokenizer, template_text
-from astrosage.recipe import load_recipe_dict
+from astrosage.core.recipe import load_recipe_dict
 from astrosage.runner import RunManager
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,7 +129,7 @@ def test_base_model_without_template_takes_the_instruct_template(tmp_path):
 def test_the_tiny_recipe_runs_every_stage_on_a_chatml_chat_model(tmp_path):
     """The issue's report, replayed: `astrosage run recipes/tiny-cpu.yaml` with a ChatML chat model (no generation
     markers, turns end with '<|im_end|>\\n') as model.base and model.base_instruct, default SFT settings."""
-    from astrosage.recipe import load_recipe
+    from astrosage.core.recipe import load_recipe
 
     base = family_model("chatml (dolphin)", tmp_path / "base", seed=0)
     instruct = family_model("chatml (dolphin)", tmp_path / "instruct", seed=1)

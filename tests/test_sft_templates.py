@@ -116,7 +116,7 @@ def test_system_prompt_kept_or_folded(planned):
 
 @pytest.mark.parametrize("family", [f for f, m in EXPECTED_METHOD.items() if m == "trl"] + ["tiny"])
 def test_markers_and_derivation_agree(planned, family):
-    from astrosage.tiny import build_tiny_tokenizer
+    from astrosage.core.tiny import build_tiny_tokenizer
 
     if family == "tiny":  # our own template carries {% generation %} markers
         tok = build_tiny_tokenizer()

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from astrosage.cli import EXIT_BAD_INPUT, app
-from astrosage.recipe import RecipeError, load_recipe, load_recipe_dict
+from astrosage.core.recipe import RecipeError, load_recipe, load_recipe_dict
 from astrosage.slurm import REQUEUE_EXIT_CODE, render_job, templates_dir
 from conftest import all_stages_off_yaml
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from astrosage.recipe import load_recipe
+from astrosage.core.recipe import load_recipe
 from astrosage.runner import RunManager
 from conftest import REPO_ROOT
 from test_synth_local import _one_torch_thread  # noqa: F401  (autouse: tiny matmuls on one thread)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from astrosage.recipe import load_recipe_dict
+from astrosage.core.recipe import load_recipe_dict
 from astrosage.runner import RunManager
 from corpus_tools.synth.backends import BackendError, GenRequest, make_backend
 from corpus_tools.synth.backends.transformers_backend import TransformersBackend

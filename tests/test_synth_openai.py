@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from astrosage.recipe import load_recipe_dict
+from astrosage.core.recipe import load_recipe_dict
 from astrosage.runner import RunManager
 from corpus_tools.synth.backends import BackendError, GenRequest
 from corpus_tools.synth.backends.openai_backend import OpenAIBackend, retry_after_s
@@ -209,7 +209,7 @@ CHILD = textwrap.dedent(
     """
     import json, sys
     sys.path.insert(0, {tests!r})
-    from astrosage.recipe import load_recipe_dict
+    from astrosage.core.recipe import load_recipe_dict
     from astrosage.runner import RunManager
     from test_synth_support import synth_registry
     RunManager(load_recipe_dict(json.load(open(sys.argv[1]))), synth_registry()).run(["synth"])
@@ -266,7 +266,7 @@ def test_killed_process_resumes_without_loss_or_duplicates(tmp_path, corpus, mon
 
 # ------------------------------------------------------------------------------------ bad inputs
 def _ctx(tmp_path: Path, srv: ReplayServer, **synth):
-    from astrosage.pipeline import StageContext
+    from astrosage.core.stage import StageContext
 
     data = recipe_dict(tmp_path, tmp_path / "docs" / "part-0.parquet", backend="openai", api_base=srv.url, api_key_env=KEY_ENV, **synth)
     recipe = load_recipe_dict(data)
@@ -277,7 +277,7 @@ def _ctx(tmp_path: Path, srv: ReplayServer, **synth):
 
 def test_unreachable_teacher_fails_the_shard_without_committing(tmp_path, corpus):
     from corpus_tools.synth.generate import SynthError
-    from corpus_tools.synth.stage import run
+    from corpus_tools.synth.build import build_synth as run
 
     with ReplayServer(lambda body, attempt: Reply(status=503)) as srv:
         with pytest.raises(SynthError, match=r"9 of 9 teacher requests failed \(last error: HTTP 503"):
@@ -289,7 +289,7 @@ def test_unreachable_teacher_fails_the_shard_without_committing(tmp_path, corpus
 
 def test_ledger_from_other_chunks_and_missing_docs_are_clear_errors(tmp_path, corpus):
     from corpus_tools.synth.generate import SynthError
-    from corpus_tools.synth.stage import run
+    from corpus_tools.synth.build import build_synth as run
     from corpus_tools.synth.store import ShardStore
 
     with ReplayServer() as srv:

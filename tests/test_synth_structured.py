@@ -9,7 +9,7 @@ import sys
 import jsonschema
 import pytest
 
-from astrosage.recipe import load_recipe_dict
+from astrosage.core.recipe import load_recipe_dict
 from astrosage.runner import RunManager
 from corpus_tools.synth.backends import BackendError, GenRequest
 from corpus_tools.synth.backends.openai_backend import OpenAIBackend

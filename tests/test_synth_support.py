@@ -188,9 +188,9 @@ def recipe_dict(tmp_path: Path, docs: Path, **synth: Any) -> dict[str, Any]:
 
 def synth_registry():
     """The pipeline registry with the synth stage wired to this package (dict order kept)."""
-    from astrosage.pipeline import STAGES
+    from astrosage.stages import STAGES
 
-    return {**STAGES, "synth": dataclasses.replace(STAGES["synth"], entry="corpus_tools.synth.stage:run")}
+    return dict(STAGES)
 
 
 def read_jsonl_dir(folder: Path) -> list[dict[str, Any]]:

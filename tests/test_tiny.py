@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from astrosage.models import model_fingerprint, resolve_model
-from astrosage.tiny import build_tiny_model, count_parameters
+from astrosage.core.models import model_fingerprint, resolve_model
+from astrosage.core.tiny import build_tiny_model, count_parameters
 
 
 def test_same_seed_same_bytes(tmp_path, tiny_base):

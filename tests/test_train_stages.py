@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from astrosage.recipe import load_recipe_dict
+from astrosage.core.recipe import load_recipe_dict
 from astrosage.runner import RunManager
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ def test_lora_cpt_writes_a_merged_full_model(tmp_path):
     assert not any("lora" in n for n, _ in model.named_parameters())
     assert (folder / "adapter" / "adapter_config.json").exists()
     # the trained adapter really was merged in: adapted weights moved away from the base model's
-    from astrosage.models import resolve_model
+    from astrosage.core.models import resolve_model
 
     base = AutoModelForCausalLM.from_pretrained(resolve_model("tiny:base", tmp_path / "runs", recipe.run.seed))
     merged, original = dict(model.named_parameters()), dict(base.named_parameters())

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from ..recipe import MergeSection
+from ..core.recipe import MergeSection
 
 __all__ = ["MergeInputs", "MergePoint", "BuiltConfig", "build_config", "load_raw_config", "TASK_VECTOR_METHODS"]
 

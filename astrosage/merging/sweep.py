@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from ..artifacts import atomic_write_json, atomic_write_text
-from ..recipe import BenchmarkRef, Recipe
+from ..core.artifacts import atomic_write_json, atomic_write_text
+from ..core.recipe import BenchmarkRef, Recipe
 from .config import MergePoint
 
 __all__ = [

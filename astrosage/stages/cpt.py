@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 
-from ..pipeline import StageContext, StageResult
-from ..training.distributed import init_state
+from ..core.stage import StageContext, StageResult, StageSpec
+from .sections import enabled, mix_inputs, training_sections
 
 log = logging.getLogger("astrosage")
 
-init_state()  # before the run manager asks accelerate which rank is main (see training/distributed.py)
 
 
 def _documents_ref(ctx: StageContext) -> str:
@@ -109,3 +108,19 @@ def run(ctx: StageContext) -> StageResult:
         "steps": metrics["steps"],
     }
     return StageResult(outputs={"model": harness.MODEL_DIR}, counts=counts, metrics=metrics, discard=harness.discarded(section))
+
+
+SPEC = StageSpec(
+    name="cpt",
+    summary="continued pretraining of the base model on the corpus",
+    sections=("model", "cpt", "run.seed"),
+    key_sections=lambda r: training_sections(r, "cpt"),
+    upstream=lambda r: enabled(r, "corpus"),
+    external=lambda r: {
+        "base": r.model.base,
+        **({"dataset": r.cpt.dataset} if r.cpt.dataset and not r.corpus.enabled else {}),
+        **mix_inputs(r.cpt.general_mix),
+    },
+    run=run,
+    outputs={"model": "dir"},
+)

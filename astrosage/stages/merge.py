@@ -22,12 +22,13 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from ..artifacts import atomic_write_json, atomic_write_text, read_json
+from ..core.artifacts import atomic_write_json, atomic_write_text, read_json
 from ..merging.check import CompatibilityReport, ModelInfo, check_models
 from ..merging.config import TASK_VECTOR_METHODS, BuiltConfig, MergeInputs, MergePoint, build_config, load_raw_config
 from ..merging.sweep import dev_benchmark, is_sweep, load_evaluator, metric_value, select_best, sweep_points, write_sweep_record
-from ..pipeline import MODEL_STAGES, StageContext, StageResult
-from ..recipe import BenchmarkRef, Recipe
+from ..core.stage import MODEL_STAGES, StageContext, StageResult, StageSpec
+from .sections import MERGE_EVAL, benchmark_inputs, last_model_stage
+from ..core.recipe import BenchmarkRef, Recipe
 
 log = logging.getLogger("astrosage")
 
@@ -272,3 +273,29 @@ def _run_sweep(
         metrics={k: v for k, v in metrics.items() if v is not None},
         outputs=outputs,
     )
+
+
+def _key_sections(recipe: Recipe) -> tuple[str, ...]:
+    """Eval settings define a merge only when a sweep scores candidates with the evaluator."""
+    sweeping = bool(recipe.merge.sweep or recipe.merge.sweep_density)
+    return ("model", "merge", *(MERGE_EVAL if sweeping else ()))
+
+
+SPEC = StageSpec(
+    name="merge",
+    summary="merge the trained model with the base-instruct model (mergekit)",
+    # a sweep scores candidates with the evaluator, so its settings define the result too
+    sections=("model", "merge", *MERGE_EVAL),
+    key_sections=_key_sections,
+    upstream=lambda r: last_model_stage(r, "merge"),
+    external=lambda r: {
+        "base_instruct": r.model.base_instruct or "",
+        # ties / dare_ties / task_arithmetic (and raw configs) merge against the pretrained base
+        **({"base": r.model.base} if r.merge.method in ("ties", "dare_ties", "task_arithmetic") or r.merge.mergekit_yaml else {}),
+        **({"tokenizer_source": r.merge.tokenizer_source} if r.merge.tokenizer_source not in ("base", "union") else {}),
+        **({"mergekit_yaml": str(r.merge.mergekit_yaml)} if r.merge.mergekit_yaml else {}),
+        **(benchmark_inputs(r) if r.merge.sweep or r.merge.sweep_density else {}),
+    },
+    run=run,
+    outputs={"model": "dir", "mergekit_config": "file"},
+)

@@ -19,10 +19,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import MANIFEST_NAME, atomic_write_json, atomic_write_text, read_json
-from ..logs import REDACTED, SecretRedactor
+from ..core.artifacts import MANIFEST_NAME, atomic_write_json, atomic_write_text, read_json
+from ..core.logs import REDACTED, SecretRedactor
 from ..model_card import CardInputs, build_card, is_hub_id, read_comparison, resolve_license, sanitize
-from ..pipeline import MODEL_STAGES, StageContext, StageResult
+from ..core.stage import MODEL_STAGES, StageContext, StageResult, StageSpec
+from .sections import enabled, last_model_stage
 
 log = logging.getLogger("astrosage")
 
@@ -345,3 +346,14 @@ def upload(folder: Path, card: Any, ctx: StageContext, message: str) -> dict[str
         "commit_url": commit.commit_url,
         "private": bool(info.private),
     }
+
+
+SPEC = StageSpec(
+    name="publish",
+    summary="model card + Hugging Face Hub upload (or a --dry-run folder)",
+    sections=("model", "publish"),
+    upstream=lambda r: last_model_stage(r, "publish") + enabled(r, "eval"),
+    external=lambda r: {},
+    run=run,
+    outputs={"upload": "dir", "card": "file", "plan": "file"},
+)

@@ -20,17 +20,16 @@ import logging
 from collections import Counter
 from typing import Any
 
-from ..pipeline import StageContext, StageResult
-from ..training.distributed import init_state
+from ..core.stage import StageContext, StageResult, StageSpec
+from .sections import enabled, mix_inputs, training_sections
 
 log = logging.getLogger("astrosage")
 
-init_state()  # before the run manager asks accelerate which rank is main (see training/distributed.py)
 
 
 def _conversation_sources(ctx: StageContext) -> list[Any]:
     """The domain data: the synth stage's QA (when enabled and non-empty) and/or sft.dataset."""
-    from ..recipe import DataSource
+    from ..core.recipe import DataSource
 
     sources: list[Any] = []
     if "synth" in ctx.upstream:
@@ -184,3 +183,20 @@ def run(ctx: StageContext) -> StageResult:
 
 def added_ids(tokenizer, tokens: list[str]) -> list[int]:
     return [int(tokenizer.convert_tokens_to_ids(t)) for t in tokens]
+
+
+SPEC = StageSpec(
+    name="sft",
+    summary="supervised fine-tuning on synthetic QA (with <think> reasoning)",
+    sections=("model", "sft", "run.seed"),
+    key_sections=lambda r: training_sections(r, "sft"),
+    upstream=lambda r: enabled(r, "cpt", "synth"),
+    external=lambda r: {
+        "base": r.model.base,
+        **({"dataset": r.sft.dataset.path} if r.sft.dataset else {}),
+        **({"base_instruct": r.model.base_instruct} if r.sft.chat_template == "instruct" and r.model.base_instruct else {}),
+        **mix_inputs(r.sft.general_mix),
+    },
+    run=run,
+    outputs={"model": "dir", "rejected": "file"},
+)

@@ -17,6 +17,6 @@ One job per module:
 * ``harness``     the glue both stages share: TrainingArguments from the recipe, resume, final save
 """
 
-from ..exitcodes import REQUEUE as REQUEUE_EXIT_CODE  # no heavy import: `validate` reads SFT data via sft_data
+from ..core.exitcodes import REQUEUE as REQUEUE_EXIT_CODE  # no heavy import: `validate` reads SFT data via sft_data
 
 __all__ = ["REQUEUE_EXIT_CODE"]

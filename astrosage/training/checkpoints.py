@@ -20,7 +20,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from ..artifacts import atomic_write_json
+from ..core.artifacts import atomic_write_json
 
 log = logging.getLogger("astrosage")
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from ..artifacts import file_fingerprint
+from ..core.artifacts import file_fingerprint
 
 _LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 

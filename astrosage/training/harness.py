@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..artifacts import atomic_write_json
+from ..core.artifacts import atomic_write_json
 from . import checkpoints, loggers
 from .metrics import ThroughputCallback, model_flops_per_token, peak_flops_per_device
 from .preemption import Preempted, PreemptionCallback, PreemptionHandler

@@ -69,7 +69,7 @@ def redact_argv() -> None:
     """wandb records ``sys.argv`` in its run files: token-shaped values and secret env values become ``***``."""
     import sys
 
-    from ..logs import SecretRedactor
+    from ..core.logs import SecretRedactor
 
     sys.argv[:] = [SecretRedactor().redact(arg) for arg in sys.argv]
 

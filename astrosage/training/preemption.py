@@ -21,7 +21,7 @@ from transformers import TrainerCallback
 
 log = logging.getLogger("astrosage")
 
-from ..exitcodes import REQUEUE
+from ..core.exitcodes import REQUEUE
 
 #: Exit status of a preempted stage (EX_TEMPFAIL, 75): "checkpoint written, run me again".
 REQUEUE_EXIT_CODE = REQUEUE

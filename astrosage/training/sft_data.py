@@ -281,7 +281,7 @@ def tokenize_conversations(ds, tokenizer, plan: MaskPlan, max_len: int, overlong
 
 def write_rejected(path: Path, rejected: list[dict[str, str]]) -> None:
     """``rejected.jsonl``: one line per rejected row (capped), atomically."""
-    from ..artifacts import atomic_write_text
+    from ..core.artifacts import atomic_write_text
 
     lines = [json.dumps(r, ensure_ascii=False) for r in rejected[:MAX_REJECTED_LOGGED]]
     if len(rejected) > MAX_REJECTED_LOGGED:

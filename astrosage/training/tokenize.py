@@ -35,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..artifacts import atomic_write_json
+from ..core.artifacts import atomic_write_json
 
 log = logging.getLogger("astrosage")
 

@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from astrosage.artifacts import atomic_write_text
+from astrosage.core.artifacts import atomic_write_text
 
 log = logging.getLogger("astrosage")
 

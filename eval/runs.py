@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from astrosage.artifacts import atomic_write_json, atomic_write_text
-from astrosage.pipeline import MODEL_STAGES, StageContext, StageResult
+from astrosage.core.artifacts import atomic_write_json, atomic_write_text
+from astrosage.core.stage import MODEL_STAGES, StageContext, StageResult
 
 from .evaluator import EvalSettings, evaluate
 
@@ -44,7 +44,7 @@ def list_checkpoints(ctx: StageContext) -> list[Checkpoint]:
 
     ``model`` -> ``<stage>``; ``model@w0.75`` -> ``<stage>@w0.75`` (merge sweeps).
     """
-    from astrosage.models import model_fingerprint
+    from astrosage.core.models import model_fingerprint
 
     recipe = ctx.recipe
     found = [
@@ -231,7 +231,7 @@ def comparison_markdown(rows: list[dict[str, Any]], method: str, ppl: list[str] 
     return "\n".join(lines)
 
 
-def run(ctx: StageContext) -> StageResult:
+def evaluate_run(ctx: StageContext) -> StageResult:
     """Score every selected checkpoint on every benchmark and write the comparison."""
     from .plots import comparison_chart
 

@@ -38,8 +38,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from astrosage.artifacts import atomic_write_text
-from astrosage.pipeline import StageContext, StageResult
+from astrosage.core.artifacts import atomic_write_text
+from astrosage.core.stage import StageContext, StageResult
 
 from .decontam import NgramIndex, load_benchmark_texts
 from .dedup import MinHasher, dedup
@@ -178,7 +178,7 @@ def _run_executor(step: ExtractStep, tasks: int, workers: int, logs: Path, execu
         raise RuntimeError(f"{tasks - done} of {tasks} extraction tasks failed; see the logs in {logs}")
 
 
-def run(ctx: StageContext) -> StageResult:
+def build_corpus(ctx: StageContext) -> StageResult:
     """Build the corpus described by ``ctx.recipe.corpus`` into ``ctx.work_dir``."""
     cfg = ctx.recipe.corpus
     _check_config(cfg)

@@ -25,8 +25,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from astrosage.artifacts import atomic_write_text
-from astrosage.pipeline import StageContext, StageResult
+from astrosage.core.artifacts import atomic_write_text
+from astrosage.core.stage import StageContext, StageResult
 
 from .backends.base import Backend, make_backend
 from .chunking import Chunk, doc_files, iter_chunks
@@ -253,7 +253,7 @@ def _rebuild_dedup(store: ShardStore, dedupers: dict[str, QuestionDeduper]) -> N
 
 
 # ---------------------------------------------------------------------------- the stage
-def run(ctx: StageContext) -> StageResult:
+def build_synth(ctx: StageContext) -> StageResult:
     recipe, section = ctx.recipe, ctx.recipe.synth
     docs = docs_path(ctx)
     templates = {t: load_template(t, section.prompt_version, section.prompt_dir) for t in section.tasks}
