@@ -128,7 +128,7 @@ def schema(
     json_schema: Optional[Path] = typer.Option(None, "--json-schema", help="Write the JSON Schema to this file."),
 ) -> None:
     """Print every recipe field with its type, default and description."""
-    from .schema_doc import iter_fields, schema_json, schema_markdown
+    from .core.recipe.doc import iter_fields, schema_json, schema_markdown
 
     if json_schema is not None:
         from .core.artifacts import atomic_write_text

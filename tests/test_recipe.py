@@ -19,7 +19,7 @@ from astrosage.core.recipe import (
     parse_override,
     section_hash,
 )
-from astrosage.schema_doc import iter_fields, schema_json, schema_markdown
+from astrosage.core.recipe.doc import iter_fields, schema_json, schema_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"

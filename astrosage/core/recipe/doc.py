@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from .core.recipe import Recipe
+from .recipe import Recipe
 
 
 @dataclass
