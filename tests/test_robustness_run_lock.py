@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from astrosage.cli import EXIT_BAD_INPUT
-from astrosage.runner import HOLDER_NAME, RunLock, RunLockedError
+from astrosage.run_lock import HOLDER_NAME, RunLock, RunLockedError
 
 from conftest import all_stages_off_yaml
 
