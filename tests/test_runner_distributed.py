@@ -20,8 +20,14 @@ SCRIPT = textwrap.dedent(
     from astrosage.runner import RunManager
 
     def stage_a(ctx):
+        from accelerate.state import PartialState
+
         rank = os.environ["RANK"]
-        (ctx.work_dir / f"rank{rank}.txt").write_text(rank)
+        # the runner set up the shared PartialState before the first stage (cpu=True here: no GPU)
+        shared = dict(PartialState._shared_state)
+        seen = {"rank": rank, "num_processes": shared.get("num_processes"), "process_index": shared.get("process_index"),
+                "device": getattr(shared.get("device"), "type", None)}
+        (ctx.work_dir / f"rank{rank}.txt").write_text(json.dumps(seen))
         return StageResult(outputs={"a": "."})
 
     def stage_b(ctx):
@@ -55,6 +61,12 @@ def test_two_ranks_share_one_stage_folder(tmp_path):
     run_dir = tmp_path / "runs" / "d"
     assert sorted(p.name for p in run_dir.iterdir()) == [".astrosage.lock", "a", "b"]  # no .partial left behind; one lock (rank 0)
     assert sorted(p.name for p in (run_dir / "a").iterdir()) == ["manifest.json", "rank0.txt", "rank1.txt"]
+    import torch
+
+    for rank in (0, 1):  # each rank's stage ran inside the launch's 2-process state, on the CPU without a GPU
+        seen = json.loads((run_dir / "a" / f"rank{rank}.txt").read_text())
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        assert seen == {"rank": str(rank), "num_processes": 2, "process_index": rank, "device": device}
     # stage b (both ranks) saw the sealed output of a, written by both ranks
     for rank in (0, 1):
         assert json.loads((run_dir / "b" / f"seen{rank}.json").read_text()) == ["rank0.txt", "rank1.txt"]
