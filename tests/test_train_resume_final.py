@@ -20,25 +20,31 @@ def _trainer(tiny_base, out, max_steps):
     return Trainer(model=model, args=args, train_dataset=rows)
 
 
+def _run(work, trainer, handler):
+    """The lifecycle's callbacks and resume around a hand-made trainer (setup's data/model parts skipped)."""
+    from astrosage.core.stage import StageContext
+    from astrosage.training.lifecycle import TrainingRun
+
+    recipe = SimpleNamespace(model=SimpleNamespace(dtype="float32"))
+    run = TrainingRun(StageContext(recipe, "cpt", work.parent, work, {}), SimpleNamespace(save_total_limit=3, max_seq_len=32))
+    run.handler, run.trainer = handler, trainer
+    run.attach_callbacks()
+    return run
+
+
 def test_resume_from_the_final_checkpoint_trains_no_extra_step(tiny_base, tmp_path):
-    from astrosage.training.harness import CHECKPOINTS_DIR, Harness
+    from astrosage.training.lifecycle import CHECKPOINTS_DIR
     from astrosage.training.preemption import PreemptionHandler
 
     work = tmp_path / "cpt.partial"
-    section = SimpleNamespace(save_total_limit=3)
-    recipe = SimpleNamespace(model=SimpleNamespace(dtype="float32"))
     with PreemptionHandler() as handler:
         first = _trainer(tiny_base, work / CHECKPOINTS_DIR, 4)
-        run = Harness(handler, section, recipe, work)
-        run.attach(first, 32)
-        run.train(first)
+        assert _run(work, first, handler).train() is None  # a fresh run
         assert first.state.global_step == 4
         trained = {k: v.clone() for k, v in first.model.state_dict().items()}
         # the process dies after checkpoint-4 is complete, before the final model is written; the rerun:
         again = _trainer(tiny_base, work / CHECKPOINTS_DIR, 4)
-        run = Harness(handler, section, recipe, work)
-        run.attach(again, 32)
-        _, resumed = run.train(again)
+        resumed = _run(work, again, handler).train()
     assert resumed.name == "checkpoint-4" and again.state.global_step == 4  # not 5
     for name, value in again.model.state_dict().items():
         assert torch.equal(value, trained[name]), name  # exactly the final checkpoint's weights

@@ -14,7 +14,9 @@ One job per module:
 * ``checkpoints`` complete/incomplete checkpoint markers, retention, newest complete checkpoint
 * ``metrics``     tokens/s and MFU in the training logs
 * ``loggers``     wandb / tensorboard / none from the recipe's logging section
-* ``harness``     the glue both stages share: TrainingArguments from the recipe, resume, final save
+* ``lifecycle``   :class:`TrainingRun`, the one owner of a training stage run: setup -> train -> save -> cleanup
+* ``cpt_run``     cpt's data (packed rows) and trainer (``Trainer``) over the lifecycle
+* ``sft_run``     sft's data (conversations, chat template) and trainer (TRL ``SFTTrainer``) over the lifecycle
 """
 
 from ..core.exitcodes import REQUEUE as REQUEUE_EXIT_CODE  # no heavy import: `validate` reads SFT data via sft_data

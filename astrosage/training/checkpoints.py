@@ -20,6 +20,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from ..core import distributed
 from ..core.artifacts import atomic_write_json
 
 log = logging.getLogger("astrosage")
@@ -89,28 +90,19 @@ def rotate(root: str | Path, keep: int) -> None:
         delete(path)
 
 
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
-
-
 class CompleteCheckpointCallback(TrainerCallback):
     """After every save: wait for all ranks, mark the checkpoint complete, apply retention."""
 
     def __init__(self, keep: int):
         self.keep = keep
-        self.last_complete: Path | None = None
 
     def on_save(self, args, state, control, **kwargs):
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        _barrier()  # every rank has written its shards / RNG state
+        distributed.barrier()  # every rank has written its shards / RNG state
         if state.is_world_process_zero and path.is_dir():
             mark_complete(path, state.global_step)
             rotate(args.output_dir, self.keep)
-        self.last_complete = path
-        _barrier()  # the marker is visible before anyone may exit
+        distributed.barrier()  # the marker is visible before anyone may exit
         return control
 
 

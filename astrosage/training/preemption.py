@@ -3,7 +3,7 @@
 Slurm (``--signal=B:USR1@N``), Kubernetes and most schedulers announce a preemption with
 SIGTERM or SIGUSR1. The handler only sets a flag (nothing else is safe inside a signal
 handler). At every optimizer-step boundary :class:`PreemptionCallback` all-reduces the flag
-(MAX over ranks), so the signal may arrive on one rank only and every rank still stops at the
+(a logical OR over ranks: ``core.distributed.any_rank``), so the signal may arrive on one rank only and every rank still stops at the
 same step; the Trainer then writes a checkpoint, :mod:`.checkpoints` marks it complete, and the
 stage raises :class:`Preempted` (a ``SystemExit`` with :data:`REQUEUE_EXIT_CODE`) so a wrapper
 script can requeue the job. The next run resumes from that checkpoint.
@@ -12,16 +12,16 @@ script can requeue the job. The next run resumes from that checkpoint.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from typing import Any
 
 from transformers import TrainerCallback
 
-log = logging.getLogger("astrosage")
-
+from ..core import distributed
 from ..core.exitcodes import REQUEUE
+
+log = logging.getLogger("astrosage")
 
 #: Exit status of a preempted stage (EX_TEMPFAIL, 75): "checkpoint written, run me again".
 REQUEUE_EXIT_CODE = REQUEUE
@@ -77,22 +77,7 @@ class PreemptionHandler:
 
     def agreed(self) -> bool:
         """True when any rank was signalled. A collective: every rank must call it at the same point."""
-        return any_rank(self.requested)
-
-
-def any_rank(flag: bool) -> bool:
-    """Logical OR of ``flag`` over all ranks (an all_reduce MAX); just ``flag`` when not distributed."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return flag
-    device = "cpu"
-    if dist.get_backend() == "nccl":
-        device = f"cuda:{torch.cuda.current_device()}"
-    tensor = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item())
+        return distributed.any_rank(self.requested)
 
 
 class PreemptionCallback(TrainerCallback):
@@ -112,8 +97,3 @@ class PreemptionCallback(TrainerCallback):
                 self.handler.signal_name or "signal on another rank", state.global_step, REQUEUE_EXIT_CODE,
             )
         return control
-
-
-def rank() -> int:
-    """Global rank from the launcher's environment (0 when not distributed)."""
-    return int(os.environ.get("RANK", "0"))

@@ -35,6 +35,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..core import distributed
 from ..core.artifacts import atomic_write_json
 
 log = logging.getLogger("astrosage")
@@ -83,21 +84,6 @@ class TokenizationInterrupted(RuntimeError):
 
 def _shard_name(i: int) -> str:
     return f"shard-{i:05d}"
-
-
-def _world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
 
 
 _WORKER_TOKENIZER = None
@@ -153,7 +139,7 @@ def tokenize_to_cache(
     ``num_proc`` worker processes per rank tokenize shards in parallel (same shards, same bytes).
     """
     root = Path(root)
-    rank, world = _world()
+    rank, world = distributed.rank(), distributed.world_size()
     if (root / META_NAME).exists():
         return TokenizedCorpus.open(root)
     if text_field not in dataset.column_names:
@@ -193,7 +179,7 @@ def tokenize_to_cache(
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    _barrier()
+    distributed.barrier()
     if rank == 0 and not (root / META_NAME).exists():
         n_docs = n_tokens = 0
         for i in range(n_shards):
@@ -211,5 +197,5 @@ def tokenize_to_cache(
                 "tokenizer": tokenizer_fingerprint(tokenizer),
             },
         )
-    _barrier()
+    distributed.barrier()
     return TokenizedCorpus.open(root, written)
