@@ -1,10 +1,13 @@
-"""Exact (normalised-text hash) and near-duplicate (MinHash + datasketch LSH) detection.
+"""Exact (normalised-text hash) and near-duplicate (datasketch MinHash + LSH) detection.
 
-Signatures are computed with numpy: 5-word shingles hashed once (see :mod:`corpus_tools.hashing`),
-then ``num_perm`` universal hash functions ``h -> (a*h + b) >> 32`` (multiply-shift over 64-bit
-words) applied to all shingles at once; the signature is the per-function minimum. The LSH index
-is datasketch's :class:`~datasketch.MinHashLSH`; candidates are confirmed by the estimated
-Jaccard similarity (share of equal signature slots) before a document is called a duplicate.
+Signatures are datasketch's ``affine32`` MinHash, computed with numpy over whole documents:
+5-word shingles hashed once (see :mod:`corpus_tools.hashing`) and cut to 32 bits -- the values
+datasketch's ``hashfunc`` would return --, mixed with the MurmurHash3 finalizer, then datasketch's
+``num_perm`` permutations ``h -> a*h + b (mod 2**32)`` (its own ``a``, ``b`` for the seed) applied
+to all shingles at once in blocks; the signature is the per-permutation minimum, bit for bit what
+``datasketch.MinHash(seed=seed, scheme="affine32")`` holds after ``update_batch`` over the same
+shingle hashes. The LSH index is datasketch's :class:`~datasketch.MinHashLSH`; candidates are
+confirmed by the estimated Jaccard similarity before a document is called a duplicate.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import re
 from typing import Iterable, Iterator
 
 import numpy as np
-from datasketch import LeanMinHash, MinHashLSH
+from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from .hashing import ngram_hashes, word_hashes, words
 
+SCHEME = "affine32"
 _NON_WORD = re.compile(r"[\W_]+")
 _BLOCK = 2048
+_EMPTY = np.uint32(0xFFFFFFFF)
 
 
 def exact_key(text: str) -> str:
@@ -28,45 +33,53 @@ def exact_key(text: str) -> str:
     return hashlib.sha1(norm.encode("utf-8", "replace")).hexdigest()
 
 
+def shingle_hashes(text: str, shingle_size: int) -> np.ndarray:
+    """uint32 hash of every word shingle of the text (the inputs datasketch's ``hashfunc`` would give)."""
+    return ngram_hashes(word_hashes(words(text)), shingle_size).astype(np.uint32)
+
+
+def fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finalizer (datasketch's pre-mix of affine32 inputs)."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
 class MinHasher:
-    """MinHash signatures of word-shingle sets (numpy-vectorised, deterministic for a seed)."""
+    """datasketch affine32 MinHash signatures of word-shingle sets, numpy-vectorised per document."""
 
     def __init__(self, num_perm: int = 112, shingle_size: int = 5, seed: int = 1):
-        rng = np.random.default_rng(seed)
         self.num_perm = num_perm
         self.shingle_size = shingle_size
         self.seed = seed
-        self.a = (rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
-        self.b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
+        a, b = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
+        self.a, self.b = a.astype(np.uint32)[:, None], b.astype(np.uint32)[:, None]
 
     def signature(self, text: str) -> np.ndarray:
-        """uint32[num_perm] signature; an empty text gives all 0xFFFFFFFF."""
-        sh = ngram_hashes(word_hashes(words(text)), self.shingle_size)
-        return self.signature_of_hashes(sh)
+        """uint32[num_perm] signature; an empty text gives all 0xFFFFFFFF (datasketch's empty MinHash)."""
+        return self.signature_of_hashes(shingle_hashes(text, self.shingle_size))
 
     def signature_of_hashes(self, shingles: np.ndarray) -> np.ndarray:
-        """Signature of precomputed uint64 shingle hashes."""
-        sig = np.full(self.num_perm, np.uint64(0xFFFFFFFF), dtype=np.uint64)
+        """Signature of uint32 shingle hashes."""
+        sig = np.full(self.num_perm, _EMPTY, dtype=np.uint32)
         if len(shingles) == 0:
-            return sig.astype(np.uint32)
-        a = self.a[:, None]
-        b = self.b[:, None]
-        shift = np.uint64(32)
-        buf = np.empty((self.num_perm, min(_BLOCK, len(shingles))), dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            for start in range(0, len(shingles), _BLOCK):
-                block = shingles[None, start : start + _BLOCK]
-                vals = buf[:, : block.shape[1]]
-                np.multiply(a, block, out=vals)  # in place: no temporaries (memory traffic dominates)
-                vals += b
-                vals >>= shift
-                np.minimum(sig, vals.min(axis=1), out=sig)
-        return sig.astype(np.uint32)
+            return sig
+        mixed = fmix32(shingles.astype(np.uint32))
+        buf = np.empty((self.num_perm, min(_BLOCK, len(mixed))), dtype=np.uint32)
+        for start in range(0, len(mixed), _BLOCK):
+            block = mixed[None, start : start + _BLOCK]
+            vals = buf[:, : block.shape[1]]
+            np.multiply(self.a, block, out=vals)  # in place, wrapping mod 2**32: no temporaries
+            vals += self.b
+            np.minimum(sig, vals.min(axis=1), out=sig)
+        return sig
 
 
-def jaccard_estimate(s1: np.ndarray, s2: np.ndarray) -> float:
-    """Share of equal slots of two signatures (an unbiased Jaccard estimate)."""
-    return float(np.mean(s1 == s2))
+def as_minhash(sig: np.ndarray, seed: int) -> LeanMinHash:
+    """A signature as a datasketch MinHash (for LSH and ``jaccard`` estimates)."""
+    return LeanMinHash(seed=seed, hashvalues=sig, scheme=SCHEME)
 
 
 class NearDedup:
@@ -74,23 +87,22 @@ class NearDedup:
 
     def __init__(self, num_perm: int, threshold: float, seed: int = 1):
         self.threshold = threshold
-        self.num_perm = num_perm
         self.seed = seed
         self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-        self.signatures: dict[str, np.ndarray] = {}
+        self.kept: dict[str, LeanMinHash] = {}
 
     def check(self, doc_id: str, sig: np.ndarray) -> str | None:
         """Return the id of a kept document this one duplicates, else index it and return None."""
-        mh = LeanMinHash(seed=self.seed, hashvalues=sig.astype(np.uint64), scheme="affine32")
+        mh = as_minhash(sig, self.seed)
         best: tuple[float, str] | None = None
         for cand in self.lsh.query(mh):
-            sim = jaccard_estimate(sig, self.signatures[cand])
+            sim = mh.jaccard(self.kept[cand])
             if sim >= self.threshold and (best is None or sim > best[0]):
                 best = (sim, cand)
         if best is not None:
             return best[1]
         self.lsh.insert(doc_id, mh)
-        self.signatures[doc_id] = sig
+        self.kept[doc_id] = mh
         return None
 
 

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from datasketch import MinHash
+from datasketch import LeanMinHash, MinHash
 
 from corpus_tools.decontam import BenchmarkFormatError, NgramIndex, load_benchmark_texts, source_match
-from corpus_tools.dedup import MinHasher, dedup, exact_key, jaccard_estimate
+from corpus_tools.dedup import MinHasher, as_minhash, dedup, exact_key, shingle_hashes
 from corpus_tools.filters import FilterConfig, check, non_text_ratio, prose_of, stopword_ratio
 
 PROSE = ("We measure the molecular-gas depletion time in radial annuli of nearby disc galaxies, and we find that it "
@@ -50,7 +50,7 @@ def test_minhash_estimates_jaccard_like_datasketch():
     a = " ".join(words)
     b = " ".join(words[:300] + [f"x{i}" for i in range(100)])
     mh = MinHasher(num_perm=256, shingle_size=5)
-    est = jaccard_estimate(mh.signature(a), mh.signature(b))
+    est = as_minhash(mh.signature(a), mh.seed).jaccard(as_minhash(mh.signature(b), mh.seed))
     sh = lambda t: {" ".join(t.split()[i : i + 5]) for i in range(len(t.split()) - 4)}  # noqa: E731
     true = len(sh(a) & sh(b)) / len(sh(a) | sh(b))
     m1, m2 = MinHash(num_perm=256), MinHash(num_perm=256)
@@ -58,6 +58,22 @@ def test_minhash_estimates_jaccard_like_datasketch():
     m2.update_batch([s.encode() for s in sh(b)])
     assert abs(est - true) < 0.1 and abs(m1.jaccard(m2) - true) < 0.1
     assert np.array_equal(mh.signature(a), MinHasher(num_perm=256, shingle_size=5).signature(a))  # deterministic
+
+
+@pytest.mark.parametrize("seed", [1, 7])
+def test_signatures_are_datasketch_affine32_minhashes_of_the_same_shingles(seed):
+    """The label ``scheme="affine32"`` is true: datasketch's own MinHash fed the same shingle hashes agrees bit for bit."""
+    text = " ".join(f"w{i % 997}" for i in range(5000)) + " Ångström dust (SED) fits, 2.5 kpc."
+    shingles = shingle_hashes(text, 5)
+    assert len(shingles) > 2 * 2048  # several blocks of the vectorised loop
+    ref = MinHash(num_perm=112, seed=seed, hashfunc=int)  # scheme affine32 is datasketch's default
+    ref.update_batch(shingles.tolist())
+    ours = MinHasher(num_perm=112, shingle_size=5, seed=seed)
+    sig = ours.signature(text)
+    assert sig.dtype == np.uint32 and np.array_equal(sig, ref.hashvalues)
+    assert as_minhash(sig, seed) == LeanMinHash(ref) and as_minhash(sig, seed).jaccard(ref) == 1.0
+    empty = MinHash(num_perm=112, seed=seed)
+    assert np.array_equal(ours.signature(""), empty.hashvalues)
 
 
 def test_dedup_keeps_first_of_exact_and_near_clusters():
