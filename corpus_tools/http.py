@@ -2,15 +2,14 @@
 
 arXiv's terms (API, OAI-PMH, e-prints): at most one request every 3 seconds over one
 connection, and a User-Agent that identifies you. :class:`PoliteSession` enforces that for every
-request it makes (including retries), retries 429/5xx/timeouts/truncated bodies with exponential
-backoff, honours ``Retry-After`` (seconds or an HTTP date), and can cache successful bodies on
-disk so a rerun repeats no query. The clock and sleep are injectable so tests can check the
+request it makes (including retries), retries 429/5xx/timeouts/truncated bodies as the shared
+:class:`~corpus_tools.retry.RetryPolicy` says (exponential backoff; ``Retry-After`` wins), and can
+cache successful bodies on disk so a rerun repeats no query. The clock and sleep are injectable so tests can check the
 spacing without waiting.
 """
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import logging
 import threading
@@ -23,9 +22,9 @@ import requests
 
 from astrosage.core.artifacts import atomic_write_bytes
 
-log = logging.getLogger("astrosage")
+from .retry import RetryPolicy
 
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+log = logging.getLogger("astrosage")
 
 
 class HarvestError(RuntimeError):
@@ -75,22 +74,6 @@ def user_agent(contact_email: str | None) -> str:
     return f"astrosage/{__version__} (+https://github.com/astrosage/astrosage{contact})"
 
 
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Parse a Retry-After header: delta-seconds or an HTTP date; None if absent/unparsable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
 @dataclass
 class Reply:
     """What a request returned (from the network or the cache)."""
@@ -99,7 +82,6 @@ class Reply:
     status: int
     content: bytes
     headers: dict[str, str]
-    from_cache: bool = False
 
 
 class ResponseCache:
@@ -144,9 +126,7 @@ class PoliteSession:
     ):
         self.limiter = limiter or RateLimiter(interval)
         self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
+        self.retry = RetryPolicy(max_retries, backoff, max_backoff)
         self.cache = cache
         self.session = session or requests.Session()
         # one connection at a time: a single pooled connection per host
@@ -154,7 +134,6 @@ class PoliteSession:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = user_agent(contact_email)
-        self.requests_made = 0
 
     def fetch(self, url: str, params: dict[str, str] | None = None, use_cache: bool = True,
               ok_status: tuple[int, ...] = (200,)) -> Reply:
@@ -163,35 +142,33 @@ class PoliteSession:
         if use_cache and self.cache is not None:
             cached = self.cache.get(full)
             if cached is not None:
-                return Reply(full, 200, cached, {}, from_cache=True)
+                return Reply(full, 200, cached, {})
         wait_extra = 0.0
         last_error = ""
-        for attempt in range(self.max_retries + 1):
+        retries = self.retry.max_retries
+        for attempt in range(retries + 1):
             self.limiter.wait(wait_extra)
-            self.requests_made += 1
             try:
                 resp = self.session.get(full, timeout=self.timeout)
                 content = resp.content  # raises on a truncated body (Content-Length mismatch)
             except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 self.limiter.mark()
                 last_error = f"{type(exc).__name__}: {exc}"
-                wait_extra = min(self.max_backoff, self.backoff * 2**attempt)
-                log.warning("arXiv request failed (%s), retry %d/%d in >= %.0fs", last_error[:120], attempt + 1,
-                            self.max_retries, wait_extra)
+                wait_extra = self.retry.delay(attempt)
+                log.warning("arXiv request failed (%s), retry %d/%d in >= %.0fs", last_error[:120], attempt + 1, retries, wait_extra)
                 continue
             self.limiter.mark()
             if resp.status_code in ok_status:
                 if use_cache and self.cache is not None and resp.status_code == 200:
                     self.cache.put(full, content)
                 return Reply(full, resp.status_code, content, dict(resp.headers))
-            if resp.status_code in RETRY_STATUS:
-                after = retry_after_seconds(resp.headers.get("Retry-After"))
-                wait_extra = min(self.max_backoff, after if after is not None else self.backoff * 2**attempt)
+            if self.retry.retries(resp.status_code):
+                wait_extra = self.retry.delay(attempt, resp.headers.get("Retry-After"))
                 last_error = f"HTTP {resp.status_code}"
-                log.warning("arXiv answered %s, retry %d/%d in >= %.0fs", resp.status_code, attempt + 1, self.max_retries, wait_extra)
+                log.warning("arXiv answered %s, retry %d/%d in >= %.0fs", resp.status_code, attempt + 1, retries, wait_extra)
                 continue
             raise HarvestError(full, f"HTTP {resp.status_code}", resp.status_code)
-        raise HarvestError(full, f"gave up after {self.max_retries + 1} attempts ({last_error})")
+        raise HarvestError(full, f"gave up after {retries + 1} attempts ({last_error})")
 
     # --- the subset of requests.Session that arxiv.Client uses
     def get(self, url: str, headers: dict[str, str] | None = None, **_: object) -> requests.Response:

@@ -22,7 +22,8 @@ import pytest
 from corpus_tools.download import download_eprints
 from corpus_tools.harvest_api import date_slices, harvest_api, slice_query
 from corpus_tools.harvest_oai import harvest_oai
-from corpus_tools.http import HarvestError, PoliteSession, RateLimiter, ResponseCache, retry_after_seconds
+from corpus_tools.http import HarvestError, PoliteSession, RateLimiter, ResponseCache
+from corpus_tools.retry import RetryPolicy, retry_after_seconds
 
 from conftest import SAMPLE_CORPUS
 
@@ -188,6 +189,18 @@ def test_rate_limiter_spaces_calls_with_fake_clock():
     lim.wait()
     lim.wait(at_least=10.0)
     assert slept == pytest.approx([2.0, 10.0])
+
+
+def test_retry_policy_doubles_caps_jitters_and_lets_retry_after_win(monkeypatch):
+    plain = RetryPolicy(max_retries=5, backoff_s=2.0, max_backoff_s=10.0)
+    assert [plain.delay(n) for n in range(4)] == [2.0, 4.0, 8.0, 10.0]
+    assert plain.delay(3, "3") == 3.0 and plain.delay(0, "120") == 10.0  # Retry-After wins, capped
+    assert plain.delay(1, "not a date") == 4.0 and plain.delay(10_000) == 10.0
+    assert plain.retries(503) and plain.retries(429) and not plain.retries(404) and not plain.retries(408)
+    monkeypatch.setattr("corpus_tools.retry.random.random", lambda: 0.0)
+    jittered = RetryPolicy(backoff_s=2.0, max_backoff_s=10.0, jitter=True, retry_status=frozenset({408}))
+    assert jittered.delay(1) == 2.0 and jittered.delay(1, "5") == 5.0  # x0.5 at the lowest; none on Retry-After
+    assert jittered.retries(408) and not jittered.retries(503)
 
 
 def test_real_requests_are_spaced_by_the_interval_and_identify_us(server):

@@ -17,7 +17,8 @@ import pytest
 from astrosage.core.recipe import load_recipe_dict
 from astrosage.runner import RunManager
 from corpus_tools.synth.backends import BackendError, GenRequest
-from corpus_tools.synth.backends.openai_backend import OpenAIBackend, retry_after_s
+from corpus_tools.retry import retry_after_seconds as retry_after_s
+from corpus_tools.synth.backends.openai_backend import OpenAIBackend
 from test_synth_support import (
     ReplayServer,
     Reply,

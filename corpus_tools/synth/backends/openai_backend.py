@@ -1,7 +1,8 @@
 """Any OpenAI-compatible chat server (vLLM / SGLang ``serve``, hosted APIs) over HTTP with httpx.
 
-Requests run ``concurrency`` at a time. Timeouts, connection errors, 429 and 5xx are retried
-with exponential backoff and jitter (a ``Retry-After`` header wins, capped at ``max_backoff_s``);
+Requests run ``concurrency`` at a time. Timeouts, connection errors, 408/409/425, 429 and 5xx are
+retried by the shared :class:`~corpus_tools.retry.RetryPolicy`: exponential backoff with jitter (a
+``Retry-After`` header wins), capped at ``max_backoff_s``;
 other 4xx answers fail that request only; 401/403/404 stop the stage (nothing would work).
 The API key is read from the env variable named by ``api_key_env`` and never logged: it is
 scrubbed from every error message a result can carry.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import httpx
 
-from ...http import retry_after_seconds as retry_after_s
+from ...retry import TRANSIENT_STATUS, RetryPolicy
 from .base import Backend, BackendError, GenRequest, GenResult, OnResult
 
 log = logging.getLogger("astrosage")
@@ -34,7 +34,7 @@ log = logging.getLogger("astrosage")
 #: structured-output modes, strongest first; a refusal moves the backend one step down
 FORMAT_MODES = ("json_schema", "json_schema_portable", "none")
 REFUSED_STATUS = frozenset({400, 422})
-RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+RETRY_STATUS = TRANSIENT_STATUS | {408, 409, 425}
 FATAL_STATUS = {401: "unauthorized (check the API key)", 403: "forbidden (check the API key)", 404: "not found (check api_base and the model name)"}
 
 
@@ -61,9 +61,7 @@ class OpenAIBackend(Backend):
         self.url = api_base.rstrip("/") + "/chat/completions"
         self.concurrency = concurrency
         self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
+        self.retry = RetryPolicy(max_retries, backoff_s, max_backoff_s, jitter=True, retry_status=RETRY_STATUS)
         self._key = os.environ.get(api_key_env) or None
         headers = {"Content-Type": "application/json"}
         if self._key:
@@ -105,12 +103,6 @@ class OpenAIBackend(Backend):
     def _count(self, key: str) -> None:
         with self._lock:
             self.stats[key] += 1
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.max_backoff_s)
-        base = self.backoff_s * (2**attempt)
-        return min(base * (0.5 + random.random() / 2), self.max_backoff_s)
 
     @property
     def structured_mode(self) -> str:
@@ -155,7 +147,8 @@ class OpenAIBackend(Backend):
         error = "no attempt made"
         refusals = 0
         attempt = 0
-        while attempt <= self.max_retries:
+        retries = self.retry.max_retries
+        while attempt <= retries:
             mode = self._mode if req.schema is not None else len(FORMAT_MODES) - 1
             payload = self._payload(req, mode)
             if self._fatal is not None:
@@ -186,20 +179,20 @@ class OpenAIBackend(Backend):
                 elif status in FATAL_STATUS:
                     self._fatal = BackendError(f"teacher server {self.url} answered {status}: {FATAL_STATUS[status]}")
                     return GenResult(text=None, error=str(self._fatal), attempts=attempt + 1, seed=req.seed)
-                elif status in RETRY_STATUS:
+                elif self.retry.retries(status):
                     if status == 429:
                         self._count("rate_limited")
-                    retry_after = retry_after_s(resp.headers.get("Retry-After"))
+                    retry_after = resp.headers.get("Retry-After")
                     error = f"HTTP {status}"
                 else:
                     detail = self._scrub(resp.text[:200])
                     return GenResult(text=None, error=f"HTTP {status}: {detail}", attempts=attempt + 1, seed=req.seed)
-            if attempt < self.max_retries:
-                delay = self._delay(attempt, retry_after)
-                log.debug("synth: request failed (%s); retry %d/%d in %.1fs", error, attempt + 1, self.max_retries, delay)
+            if attempt < retries:
+                delay = self.retry.delay(attempt, retry_after)
+                log.debug("synth: request failed (%s); retry %d/%d in %.1fs", error, attempt + 1, retries, delay)
                 time.sleep(delay)
             attempt += 1
-        return GenResult(text=None, error=f"{error} (gave up after {self.max_retries + 1} attempts)", attempts=self.max_retries + 1, seed=req.seed)
+        return GenResult(text=None, error=f"{error} (gave up after {retries + 1} attempts)", attempts=retries + 1, seed=req.seed)
 
     def _parse(self, resp: httpx.Response, attempts: int, seed: int) -> GenResult | None:
         try:
