@@ -67,12 +67,14 @@ def score_key(model_fp: str, bench_fp: str, settings: EvalSettings) -> str:
 
 
 def _batches(lm: Any, todo: list[Question], settings: EvalSettings, model_path: str):
-    from . import scoring
-
     if settings.method == "letter":
-        return scoring.iter_letter(lm, todo, settings.batch_size)
+        from .scoring import iter_letter
+
+        return iter_letter(lm, todo, settings.batch_size)
     if settings.method == "choices":
-        return scoring.iter_choices(lm, todo, settings.batch_size)
+        from .choices import iter_choices
+
+        return iter_choices(lm, todo, settings.batch_size)
     from .generate import generate_vllm, iter_generate
 
     if settings.backend == "vllm":

@@ -1,9 +1,9 @@
-"""Log-likelihood scorers: `letter` (AstroMLab "token" method) and `choices` (lm-eval style).
+"""Log-likelihood scoring: the `letter` scorer (AstroMLab "token" method) and the pieces `choices` shares.
 
-Both tokenize exactly as lm-evaluation-harness does for a causal model (trailing spaces of the
-context move to the continuation; the continuation's tokens are those of ``context +
-continuation`` after the context's tokens), so their predictions match lm-eval's on the
-exported task. Batches are formed from questions sorted by length (longest first, ties by
+`letter` and `choices` (:mod:`eval.choices`, lm-eval style) tokenize exactly as
+lm-evaluation-harness does for a causal model (trailing spaces of the context move to the
+continuation; the continuation's tokens are those of ``context + continuation`` after the
+context's tokens), so their predictions match lm-eval's on the exported task. Batches are formed from questions sorted by length (longest first, ties by
 index: deterministic), right-padded, and only the positions that are scored go through the LM
 head (``logits_to_keep``; the saving grows with the vocabulary: 128k entries for Llama-3).
 
@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 
 from .data import LETTERS, Question
 from .modeling import LoadedModel
-from .prompts import TARGET_DELIMITER, choices_prompt, letter_prompt
+from .prompts import TARGET_DELIMITER, letter_prompt
 
 
 class ScoringError(RuntimeError):
@@ -111,7 +111,7 @@ def forward_logprobs(lm: LoadedModel, seqs: list[list[int]], wanted: list[list[i
         ids[row, : len(s) - skip] = torch.tensor(s[skip:], dtype=torch.long)
     keep = sorted({p - skip for w in wanted for p in w})
     column = {p + skip: k for k, p in enumerate(keep)}
-    extra = {_cache_kwarg(lm.model): prefix.cache(len(seqs)), "use_cache": True} if prefix is not None else {"use_cache": False}
+    extra = {cache_kwarg(lm.model): prefix.cache(len(seqs)), "use_cache": True} if prefix is not None else {"use_cache": False}
     with torch.inference_mode():
         logits = lm.model(
             input_ids=ids.to(lm.device),
@@ -122,7 +122,7 @@ def forward_logprobs(lm: LoadedModel, seqs: list[list[int]], wanted: list[list[i
     return [logprobs[row, [column[p] for p in w]] for row, w in enumerate(wanted)]
 
 
-def _cache_kwarg(model: Any) -> str:
+def cache_kwarg(model: Any) -> str:
     """``cache`` (transformers >= 5.2x) or ``past_key_values`` (older 5.x): the forward's KV-cache argument."""
     import inspect
 
@@ -187,41 +187,7 @@ def iter_letter(lm: LoadedModel, questions: Sequence[Question], batch_size: int,
         yield [{"index": r.index, "scores": lp[0, r.targets].tolist()} for r, lp in zip(reqs, logprobs)]
 
 
-def iter_choices(lm: LoadedModel, questions: Sequence[Question], batch_size: int) -> Iterator[list[dict]]:
-    """`choices`: summed log-likelihood of each option's text as the continuation of the question.
-
-    Rows also carry ``scores_norm`` (divided by the option's length in characters, lm-eval's
-    ``acc_norm``) and ``prediction_norm``.
-    """
-    pairs = encode_pairs(lm.tokenizer, [(choices_prompt(q), [TARGET_DELIMITER + o for o in q.options]) for q in questions])
-    encoded = [[(ctx, cont) for cont in conts] for ctx, conts in pairs]
-    lengths = [max(len(c) + len(t) for c, t in pairs) for pairs in encoded]
-    for batch in length_batches(lengths, batch_size):
-        seqs, conts = [], []
-        for i in batch:
-            for ctx, cont in encoded[i]:
-                seqs.append((ctx + cont)[:-1])
-                conts.append(cont)
-        # the last len(cont) positions of (ctx + cont)[:-1] predict the continuation's tokens
-        wanted = [list(range(len(seq) - len(cont), len(seq))) for seq, cont in zip(seqs, conts)]
-        logprobs = forward_logprobs(lm, seqs, wanted)
-        sums = [float(lp.gather(-1, _col(cont)).sum()) for lp, cont in zip(logprobs, conts)]
-        rows = []
-        for j, i in enumerate(batch):
-            q = questions[i]
-            scores = sums[4 * j : 4 * j + 4]
-            norm = [s / len(opt) for s, opt in zip(scores, q.options)]
-            rows.append({"index": q.index, "scores": scores, "scores_norm": norm, "prediction_norm": LETTERS[_argmax(norm)]})
-        yield rows
-
-
-def _col(ids: list[int]) -> Any:
-    import torch
-
-    return torch.tensor(ids, dtype=torch.long).unsqueeze(-1)
-
-
-def _argmax(values: Sequence[float]) -> int:
+def argmax(values: Sequence[float]) -> int:
     """First index of the maximum (numpy's tie rule, as lm-eval uses)."""
     best = 0
     for i, v in enumerate(values):

@@ -7,13 +7,14 @@ import json
 import pytest
 
 from eval.api import evaluate_checkpoint
+from eval.choices import iter_choices, shares_context
 from eval.data import load_benchmark
 from eval.evaluator import EvalSettings, evaluate
 from eval.generate import BackendNotAvailable, extract_answer, iter_generate, strip_thinking
 from eval.modeling import load_model
-from eval.prompts import generate_prompt, letter_prompt
+from eval.prompts import choices_prompt, generate_prompt, letter_prompt
 from eval.report import read_submission
-from eval.scoring import ScoringError, SharedPrefix, common_prefix, iter_choices, iter_letter, letter_requests
+from eval.scoring import ScoringError, SharedPrefix, common_prefix, encode_pairs, iter_letter, letter_requests
 from eval.store import ScoreStore
 from test_eval_support import letter_sensitive_model, make_rows, read_jsonl, write_json
 
@@ -89,12 +90,9 @@ def test_common_prefix_leaves_a_token_to_score():
     assert common_prefix([]) == 0
 
 
-def test_letter_shared_prefix_reuse_gives_identical_predictions(lm, bench, monkeypatch):
-    """The instruction prefix run once and reused: same argmax as full forwards, same scores up to rounding."""
-    questions = load_benchmark(bench)
-    reqs = letter_requests(lm.tokenizer, questions)
-    shared = common_prefix([r.input_ids for r in reqs])
-    assert shared >= SharedPrefix.MIN_TOKENS, "the tiny prompts share the preamble: the reuse path must be taken"
+@pytest.fixture
+def prefixes_built(monkeypatch):
+    """The length of every SharedPrefix built while the test runs."""
     built = []
     original = SharedPrefix.__init__
 
@@ -103,6 +101,16 @@ def test_letter_shared_prefix_reuse_gives_identical_predictions(lm, bench, monke
         original(self, lm_, ids)
 
     monkeypatch.setattr(SharedPrefix, "__init__", spy)
+    return built
+
+
+def test_letter_shared_prefix_reuse_gives_identical_predictions(lm, bench, prefixes_built):
+    """The instruction prefix run once and reused: same argmax as full forwards, same scores up to rounding."""
+    questions = load_benchmark(bench)
+    reqs = letter_requests(lm.tokenizer, questions)
+    shared = common_prefix([r.input_ids for r in reqs])
+    assert shared >= SharedPrefix.MIN_TOKENS, "the tiny prompts share the preamble: the reuse path must be taken"
+    built = prefixes_built
 
     def scores(batch_size, reuse):
         return {r["index"]: r["scores"] for rows in iter_letter(lm, questions, batch_size, reuse_prefix=reuse) for r in rows}
@@ -120,6 +128,118 @@ def test_letter_shared_prefix_reuse_gives_identical_predictions(lm, bench, monke
     n_built = len(built)
     assert next(iter_letter(lm, questions[:1], 4))[0]["scores"] == pytest.approx(full[0], abs=1e-4)
     assert len(built) == n_built
+
+
+def _choices(lm, questions, batch_size, **kwargs):
+    return {r["index"]: r for rows in iter_choices(lm, questions, batch_size, **kwargs) for r in rows}
+
+
+def _forward_rows(model):
+    """Rows of every forward of ``model`` (a list that fills as it runs) and the hook's handle."""
+    rows = []
+    handle = model.register_forward_pre_hook(lambda _m, _a, kw: rows.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    return rows, handle
+
+
+def _assert_same_choices(shared, plain, tol=1e-4):
+    assert sorted(shared) == sorted(plain)
+    for i in plain:
+        assert shared[i]["scores"] == pytest.approx(plain[i]["scores"], abs=tol, rel=1e-5), i
+        assert argmax4(shared[i]["scores"]) == argmax4(plain[i]["scores"]), i
+        assert shared[i]["prediction_norm"] == plain[i]["prediction_norm"], i
+
+
+def argmax4(values):
+    return max(range(4), key=lambda k: (values[k], -k))
+
+
+def test_choices_one_context_forward_equals_per_option_forwards(lm, bench, prefixes_built):
+    """One row per question (context once, four continuations masked apart, prefix KV reused) = four full forwards."""
+    questions = load_benchmark(bench)
+    assert shares_context(lm)
+    plain = _choices(lm, questions, 4, share_context=False)
+    built = prefixes_built
+    contexts = [ctx for ctx, _ in encode_pairs(lm.tokenizer, [(choices_prompt(q), []) for q in questions])]
+    rows, handle = _forward_rows(lm.model)
+    try:
+        for batch_size in (1, 3, 16):
+            rows.clear()
+            shared = _choices(lm, questions, batch_size)
+            assert built[-1] == common_prefix(contexts) >= SharedPrefix.MIN_TOKENS
+            # the prefix forward (1 row), then one row per question: never four
+            assert rows[0] == 1 and sum(rows[1:]) == len(questions) and len(rows) == 1 + -(-len(questions) // batch_size)
+            _assert_same_choices(shared, plain)
+        rows.clear()
+        _assert_same_choices(_choices(lm, questions, 5, reuse_prefix=False), plain)
+        assert sum(rows) == len(questions)
+    finally:
+        handle.remove()
+    preds = {argmax4(r["scores"]) for r in plain.values()}
+    assert len(preds) >= 2, "predictions should vary, or agreement proves little"
+
+
+def test_choices_shared_context_on_eager_attention(tiny_instruct, bench):
+    lm = load_model(str(tiny_instruct), attn_implementation="eager")
+    questions = load_benchmark(bench)[:8]
+    assert shares_context(lm)
+    _assert_same_choices(_choices(lm, questions, 3), _choices(lm, questions, 3, share_context=False))
+
+
+def test_choices_falls_back_where_the_kernel_takes_no_mask():
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2")))
+    assert not shares_context(fake)
+
+
+def _merging_tokenizer():
+    """Byte-level BPE over the whole string (no pre-split) with the merge ":" + "Ġ": the context "...Answer:"
+    and the continuation " option" tokenize differently alone and together (lm-eval's encode_pair case)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    merges = [(":", "Ġ"), ("Ġ", "d"), ("e", "s"), ("Ġ", "t"), ("Ġt", "h")]
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    vocab["<pad>"] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>")
+
+
+def test_choices_exact_where_the_context_boundary_merges(bench):
+    """encode_pairs is lm-eval's own _encode_pair, and the shared-context rows score ctx_ids + cont_ids as it does."""
+    import torch
+    from types import SimpleNamespace
+
+    from lm_eval.api.model import TemplateLM
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from eval.modeling import LoadedModel
+
+    tok = _merging_tokenizer()
+    questions = load_benchmark(bench)
+    items = [(choices_prompt(q), [" " + o for o in q.options]) for q in questions]
+    ours = encode_pairs(tok, items)
+    lm_eval_self = SimpleNamespace(backend="causal", tok_encode=lambda s: tok(s)["input_ids"])
+    merged = 0
+    for (context, options), (ctx, conts) in zip(items, ours):
+        for option, cont in zip(options, conts):
+            assert (ctx, cont) == tuple(TemplateLM._encode_pair(lm_eval_self, context, option))
+            whole = tok(context + option)["input_ids"]
+            merged += whole[: len(ctx)] != ctx
+    assert merged == 4 * len(questions), "every pair should merge across the boundary, or this test proves little"
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    cfg._attn_implementation = "sdpa"
+    model = LlamaForCausalLM(cfg).eval()
+    lm = LoadedModel(model=model, tokenizer=tok, device=torch.device("cpu"), path="merging")
+    plain = _choices(lm, questions, 4, share_context=False)
+    _assert_same_choices(_choices(lm, questions, 4), plain)
+    _assert_same_choices(_choices(lm, questions, 16, reuse_prefix=False), plain)
 
 
 def test_choices_rows_have_both_normalisations(lm, bench, tmp_path):
