@@ -11,7 +11,6 @@ complete checkpoints only, so a half-written newest checkpoint never costs the l
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import shutil
@@ -43,6 +42,7 @@ def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
 
 
 def is_complete(checkpoint: str | Path) -> bool:
+    """True when the checkpoint carries the completeness marker."""
     return (Path(checkpoint) / COMPLETE_MARKER).is_file()
 
 
@@ -64,6 +64,7 @@ def remove_incomplete(root: str | Path) -> list[Path]:
 
 
 def mark_complete(checkpoint: str | Path, step: int) -> None:
+    """Write the completeness marker (atomically) once every rank has saved."""
     atomic_write_json(Path(checkpoint) / COMPLETE_MARKER, {"step": step, "completed_at": time.time()})
 
 
@@ -104,7 +105,3 @@ class CompleteCheckpointCallback(TrainerCallback):
             rotate(args.output_dir, self.keep)
         distributed.barrier()  # the marker is visible before anyone may exit
         return control
-
-
-def read_trainer_state(checkpoint: str | Path) -> dict:
-    return json.loads((Path(checkpoint) / "trainer_state.json").read_text())
