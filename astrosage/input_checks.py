@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from .core.models import is_local_reference
 from .core.recipe import Recipe
 
 #: at most this many bytes of one data file are scanned up front; the stage checks the rest row by row
@@ -63,9 +64,13 @@ def _utf8_problem(path: Path, data: bytes) -> str | None:
     return None
 
 
-def _local_file(ref: str | Path) -> Path | None:
+def _local_path(ref: str | Path) -> Path | None:
+    """The existing local file or folder ``ref`` names; None for Hub ids, ``tiny:`` and missing paths
+    (:func:`astrosage.core.models.is_local_reference` decides; ``check_paths`` names missing ones)."""
+    if not is_local_reference(ref):
+        return None
     path = Path(str(ref)).expanduser()
-    return path if path.is_file() else None
+    return path if path.exists() else None
 
 
 # ------------------------------------------------------------------------------------------- benchmarks
@@ -73,8 +78,8 @@ def check_benchmark(ref: str | Path, dotted: str, split: str | None = None) -> l
     """Problems of one local benchmark file (none for Hub ids: the eval stage reads those)."""
     from eval.data import BenchmarkError, load_benchmark
 
-    path = _local_file(ref)
-    if path is None:
+    path = _local_path(ref)
+    if path is None or not path.is_file():
         return []
     shown = str(ref)
     if path.suffix.lower() in (".json", ".jsonl", ".csv"):
@@ -158,7 +163,9 @@ def _data_files(ref: str) -> list[Path]:
     """Local JSON/JSONL files of a data reference, as the training loaders pick them (parquet wins in a
     folder; a folder with a README.md is a dataset with configs, read by ``datasets``). Hub ids: none.
     Listed here, not imported from ``astrosage.training``, so validation imports no training library."""
-    path = Path(ref).expanduser()
+    path = _local_path(ref)
+    if path is None:
+        return []
     if path.is_file():
         return [path] if path.suffix.lower() in (".json", ".jsonl") else []
     if not path.is_dir() or (path / "README.md").exists() or next(path.rglob("*.parquet"), None) is not None:
