@@ -289,7 +289,7 @@ def test_upload_refuses_an_existing_public_repo_when_private_is_asked(tmp_path, 
 def test_licence_comes_from_the_base_models_card_or_the_recipe(tmp_path, tiny_base):
     import shutil
 
-    from astrosage.model_card import resolve_license
+    from astrosage.publishing.card import resolve_license
 
     base = tmp_path / "base"
     shutil.copytree(tiny_base, base)
