@@ -4,6 +4,7 @@
     astrosage run recipes/tiny-cpu.yaml                     # every enabled stage, cached
     astrosage run recipes/x.yaml --stages cpt,sft --force cpt.learning_rate=1e-4
     astrosage cpt recipes/x.yaml                            # one stage
+    astrosage eval run recipes/x.yaml                       # the eval stage (also: eval model, eval export-lm-eval)
     astrosage schema [--markdown | --json-schema FILE]
     astrosage tiny-model OUT_DIR [--variant instruct]
 
@@ -27,6 +28,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
+from .cli_eval import eval_app
 from .core.recipe import Recipe, RecipeError, check_paths, load_recipe
 
 from .core.exitcodes import BAD_INPUT as EXIT_BAD_INPUT
@@ -150,7 +152,6 @@ def schema(
 
 def _run(recipe_path: Path, overrides: Optional[list[str]], stages: Optional[list[str]], force: bool) -> None:
     recipe = _load(recipe_path, overrides)
-    from .core.progress import StageProgress, summary_table
     from .runner import PipelineError, RunManager
 
     manager = RunManager(recipe)
@@ -239,7 +240,9 @@ def run(
     _run(recipe, overrides, stages.split(",") if stages else None, force)
 
 
-def _stage_command(stage: str, summary: str) -> None:
+def _stage_command(stage: str, summary: str, group: typer.Typer = app, name: str | None = None) -> None:
+    """Add ``astrosage <stage> RECIPE`` (or ``name`` under ``group``): the same run as ``astrosage run --stages <stage>``."""
+
     def command(
         recipe: Path = RecipeArg,
         overrides: Optional[list[str]] = OverridesArg,
@@ -257,21 +260,16 @@ def _stage_command(stage: str, summary: str) -> None:
 
     chosen = publish_command if stage == "publish" else command
     chosen.__doc__ = f"Run only the {stage} stage: {summary}."
-    app.command(name=stage)(chosen)
+    group.command(name=name or stage)(chosen)
 
 
 def _register_stage_commands() -> None:
-    import importlib.util
-
     from .stages import STAGES
 
     for name, spec in STAGES.items():
-        if name == "eval" and importlib.util.find_spec("eval.cli") is not None:
-            from eval.cli import register as register_eval
-
-            # `astrosage eval RECIPE`, the standalone `astrosage eval --model ...` and
-            # `astrosage eval export-lm-eval` live with the evaluator.
-            register_eval(app, _run)
+        if name == "eval":  # `astrosage eval run RECIPE`, beside `eval model` and `eval export-lm-eval`
+            _stage_command(name, spec.summary, group=eval_app, name="run")
+            app.add_typer(eval_app, name="eval")
             continue
         _stage_command(name, spec.summary)
 

@@ -151,6 +151,7 @@ def test_dry_run_writes_the_exact_upload_folder_with_a_parseable_card(tmp_path, 
                    "## Intended use", "## Limitations", "## Recipe", "merge_method: linear"):
         assert needed in text, needed
     assert str(tmp_path) not in text
+    assert "{{" not in text and "{%" not in text and "{#" not in text  # the template rendered completely
 
     out = capsys.readouterr()
     _assert_token_nowhere(tmp_path, log_text.getvalue(), out.out, out.err)
