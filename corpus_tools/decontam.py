@@ -63,12 +63,37 @@ def load_benchmark_texts(path: str | Path, split: str | None = None) -> list[str
     return texts
 
 
+def benchmark_refs(recipe: Any) -> list[str]:
+    """Benchmarks to decontaminate against: ``eval.benchmarks`` + ``corpus.decontamination.benchmarks``, first mention first."""
+    refs = [b.path for b in recipe.eval.benchmarks] + [str(p) for p in recipe.corpus.decontamination.benchmarks]
+    return list(dict.fromkeys(refs))
+
+
+def load_benchmark(ref: str) -> list[str]:
+    """question + options of every item of a local benchmark file or, failing that, a Hub dataset id."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        return load_benchmark_texts(path)
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(ref, split="train")
+    except Exception as exc:  # noqa: BLE001 - any loader failure means we cannot decontaminate
+        raise RuntimeError(f"cannot load benchmark {ref!r} for decontamination: {exc}") from None
+    return [_item_text(dict(r)) for r in ds]
+
+
 class NgramIndex:
     """Sorted array of benchmark n-gram hashes; membership tests are vectorised (np.searchsorted)."""
 
     def __init__(self, hashes: np.ndarray, n: int):
         self.hashes = np.unique(hashes.astype(np.uint64))
         self.n = n
+
+    @classmethod
+    def from_benchmarks(cls, refs: Iterable[str], n: int) -> "NgramIndex":
+        """The n-grams of every item of the benchmarks (see :func:`load_benchmark`)."""
+        return cls.from_texts((text for ref in refs for text in load_benchmark(ref)), n)
 
     @classmethod
     def from_texts(cls, texts: Iterable[str], n: int) -> "NgramIndex":

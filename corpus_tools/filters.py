@@ -65,11 +65,6 @@ def stopword_ratio(prose: str) -> float:
     return sum(1 for t in toks if t in ENGLISH_STOPWORDS) / len(toks)
 
 
-def detect_language(prose: str, min_ratio: float) -> str:
-    """'en' when the stop-word ratio reaches ``min_ratio``, else 'unknown'."""
-    return "en" if stopword_ratio(prose) >= min_ratio else "unknown"
-
-
 def non_text_ratio(prose: str) -> float:
     """Share of prose characters that are not letters, digits, whitespace or ordinary punctuation."""
     if not prose:

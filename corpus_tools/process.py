@@ -1,22 +1,22 @@
 """The per-paper processing step, run by a datatrove executor (locally or on Slurm).
 
-Each task reads its share of ``inputs.jsonl`` (line i goes to task i % world_size), and for every
+Each task reads its share of ``inputs.jsonl`` (:mod:`corpus_tools.inputs`), and for every
 paper: drop-by-source check, e-print -> text, quality filters, benchmark n-gram overlap, exact key
 and MinHash signature. It writes ``extract/<rank>.parquet`` (usable documents with their keys)
 and ``extract/<rank>.rejected.jsonl`` atomically, so a rerun skips finished tasks (datatrove's
-completion markers) and never reads a half-written shard.
+completion markers) and never reads a half-written shard. The readers of those files for the
+stage's global steps are here too.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -29,6 +29,7 @@ from .dedup import MinHasher, exact_key
 from .eprint import Limits
 from .extract import Extracted, extract_paper
 from .filters import FilterConfig, check
+from .inputs import iter_papers
 
 EXTRACT_SCHEMA = pa.schema([
     ("id", pa.string()), ("title", pa.string()), ("abstract", pa.string()), ("text", pa.string()),
@@ -53,6 +54,16 @@ class ProcessConfig:
     doi_prefixes: tuple[str, ...]
     journal_refs: tuple[str, ...]
     near: bool
+
+    @classmethod
+    def from_settings(cls, cfg: Any, work_dir: Path) -> "ProcessConfig":
+        """The worker's view of the recipe's ``corpus`` section."""
+        dc, dd = cfg.decontamination, cfg.dedup
+        return cls(
+            work_dir=str(work_dir), filters=FilterConfig.from_settings(cfg.filters), limits_bytes=cfg.max_uncompressed_mb * 1024 * 1024,
+            limits_members=cfg.max_archive_members, ngram=dc.ngram, num_perm=dd.num_perm, shingle_size=dd.shingle_size, seed=dd.seed,
+            doi_prefixes=tuple(dc.drop_doi_prefixes), journal_refs=tuple(dc.drop_journal_refs), near=dd.near,
+        )
 
 
 #: wall-clock seconds one paper may take from e-print bytes to text; over it the paper is
@@ -101,43 +112,39 @@ def extract_guarded(meta: dict[str, Any], data: bytes | None, limits: Limits, so
         return Extracted(meta["id"], reason="unparsable", detail=f"{type(exc).__name__}: {exc}"[:300])
 
 
-def _paper_key(pid: str) -> str:
-    return pid.replace("/", "_")
+class ExtractShard:
+    """One task's output: ``extract/<rank>.parquet`` (documents) + ``<rank>.rejected.jsonl``, renamed into place by :meth:`commit`."""
 
+    def __init__(self, out_dir: Path, rank: int):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir, self.rank = out_dir, rank
+        self.tmp = out_dir / f".{rank:05d}.parquet.tmp"
+        self.writer = pq.ParquetWriter(self.tmp, EXTRACT_SCHEMA)
+        self.rows: list[dict[str, Any]] = []
+        self.rejected: list[dict[str, Any]] = []
 
-_BULK_NAME = re.compile(r"^([a-z][a-z\-]*?)(\d{7})$")
+    def add(self, doc: dict[str, Any]) -> None:
+        self.rows.append(doc)
+        if len(self.rows) >= 256:
+            self.flush()
 
+    def reject(self, pid: str, reason: str, detail: str) -> None:
+        self.rejected.append({"id": pid, "reason": reason, "detail": detail})
 
-def bulk_member_id(member: str) -> str | None:
-    """arXiv id of a bulk-tar member (``2401/2401.00001.gz`` -> ``2401.00001``; ``0601/astro-ph0601001.gz``)."""
-    base = os.path.basename(member)
-    for suffix in (".gz", ".pdf", ".tar"):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-            break
-    m = _BULK_NAME.match(base)
-    if m:
-        return f"{m.group(1)}/{m.group(2)}"
-    return base or None
+    def flush(self) -> None:
+        if self.rows:
+            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=EXTRACT_SCHEMA))
+            self.rows.clear()
 
+    def close(self) -> None:
+        self.writer.close()
 
-def iter_bulk_tar(path: str, wanted: set[str], requester_pays: bool = True) -> Iterator[tuple[str, bytes]]:
-    """Stream one arXiv bulk source tar through fsspec, yielding (id, e-print bytes) for wanted ids."""
-    import tarfile
-
-    import fsspec
-
-    kwargs = {"requester_pays": True} if requester_pays and path.startswith("s3://") else {}
-    with fsspec.open(path, "rb", **kwargs) as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            pid = bulk_member_id(member.name)
-            if pid not in wanted:
-                continue
-            f = tar.extractfile(member)
-            if f is not None:
-                yield pid, f.read()
+    def commit(self) -> None:
+        """Rename the closed parquet file and the rejections into place (a crashed task leaves only temp files)."""
+        os.replace(self.tmp, self.out_dir / f"{self.rank:05d}.parquet")
+        tmp = self.out_dir / f".{self.rank:05d}.rejected.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rejected), encoding="utf-8")
+        os.replace(tmp, self.out_dir / f"{self.rank:05d}.rejected.jsonl")
 
 
 class ExtractStep(PipelineStep):
@@ -149,80 +156,73 @@ class ExtractStep(PipelineStep):
     def __init__(self, config: ProcessConfig):
         super().__init__()
         self.config = config
+        # loaded by run() in the worker, from the files the stage wrote before starting the tasks
+        self.index: NgramIndex | None = None
+        self.hasher: MinHasher | None = None
+        self.limits = Limits(config.limits_bytes, config.limits_members)
 
     def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> Iterator[Any]:
         cfg = self.config
         work = Path(cfg.work_dir)
-        out_dir = work / "extract"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        index = NgramIndex.load(work / "benchmark_ngrams.npy", cfg.ngram)
-        hasher = MinHasher(cfg.num_perm, cfg.shingle_size, cfg.seed) if cfg.near else None
-        limits = Limits(cfg.limits_bytes, cfg.limits_members)
-        rows: list[dict[str, Any]] = []
-        rejected: list[dict[str, Any]] = []
-        tmp_parquet = out_dir / f".{rank:05d}.parquet.tmp"
-        writer = pq.ParquetWriter(tmp_parquet, EXTRACT_SCHEMA)
-
-        def flush() -> None:
-            if rows:
-                writer.write_table(pa.Table.from_pylist(rows, schema=EXTRACT_SCHEMA))
-                rows.clear()
-
-        def handle(meta: dict[str, Any], data_bytes: bytes | None, source: str) -> None:
-            pid = meta["id"]
-            why = source_match(meta, cfg.doi_prefixes, cfg.journal_refs)
-            if why:
-                self.stat_update("decontaminated_source")
-                rejected.append({"id": pid, "reason": "decontaminated_source", "detail": why})
-                return
-            result = extract_guarded(meta, data_bytes, limits, source)
-            if result.doc is None:
-                self.stat_update(f"rejected_{result.reason}")
-                rejected.append({"id": pid, "reason": result.reason, "detail": result.detail})
-                return
-            self.stat_update("extracted")
-            if result.info.get("fallback"):
-                self.stat_update("extracted_with_fallback")
-            doc = result.doc
-            reason, stats = check(doc["text"], cfg.filters)
-            if reason is not None:
-                self.stat_update(f"filtered_{reason}")
-                rejected.append({"id": pid, "reason": f"filtered_{reason}", "detail": json.dumps(stats)})
-                return
-            doc["exact_key"] = exact_key(doc["text"])
-            doc["signature"] = hasher.signature(doc["text"]).tolist() if hasher else None
-            doc["benchmark_overlap"] = index.overlap(doc["text"])
-            rows.append(doc)
-            if len(rows) >= 256:
-                flush()
-
+        self.index = NgramIndex.load(work / "benchmark_ngrams.npy", cfg.ngram)
+        self.hasher = MinHasher(cfg.num_perm, cfg.shingle_size, cfg.seed) if cfg.near else None
+        shard = ExtractShard(work / "extract", rank)
         try:
-            with open(work / "inputs.jsonl", encoding="utf-8") as fh:
-                for i, line in enumerate(fh):
-                    if i % world_size != rank:
-                        continue
-                    item = json.loads(line)
-                    if item["kind"] == "tar":
-                        # papers of this month that are not in this tar are in another one; the stage
-                        # reports papers found in no tar at all as eprint_missing
-                        metas = {m["id"]: m for m in item["papers"]}
-                        for pid, blob in iter_bulk_tar(item["tar"], set(metas), item.get("requester_pays", True)):
-                            handle(metas[pid], blob, "arxiv")
-                        continue
-                    meta = item["meta"]
-                    path = item.get("path")
-                    blob = Path(path).read_bytes() if path and Path(path).is_file() else None
-                    handle(meta, blob, item.get("source", "arxiv"))
-            flush()
+            for meta, blob, source in iter_papers(work / "inputs.jsonl", rank, world_size):
+                self.process(meta, blob, source, shard)
+            shard.flush()
         finally:
-            writer.close()
-        os.replace(tmp_parquet, out_dir / f"{rank:05d}.parquet")
-        tmp = out_dir / f".{rank:05d}.rejected.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected), encoding="utf-8")
-        os.replace(tmp, out_dir / f"{rank:05d}.rejected.jsonl")
+            shard.close()
+        shard.commit()
         yield from ()
 
+    def process(self, meta: dict[str, Any], data: bytes | None, source: str, shard: ExtractShard) -> None:
+        """One paper: drop by source, extract, filter, then its dedup keys and benchmark overlap."""
+        cfg = self.config
+        pid = meta["id"]
+        why = source_match(meta, cfg.doi_prefixes, cfg.journal_refs)
+        if why:
+            self.stat_update("decontaminated_source")
+            shard.reject(pid, "decontaminated_source", why)
+            return
+        result = extract_guarded(meta, data, self.limits, source)
+        if result.doc is None:
+            self.stat_update(f"rejected_{result.reason}")
+            shard.reject(pid, result.reason, result.detail)
+            return
+        self.stat_update("extracted")
+        if result.info.get("fallback"):
+            self.stat_update("extracted_with_fallback")
+        doc = result.doc
+        reason, stats = check(doc["text"], cfg.filters)
+        if reason is not None:
+            self.stat_update(f"filtered_{reason}")
+            shard.reject(pid, f"filtered_{reason}", json.dumps(stats))
+            return
+        doc["exact_key"] = exact_key(doc["text"])
+        doc["signature"] = self.hasher.signature(doc["text"]).tolist() if self.hasher else None
+        doc["benchmark_overlap"] = self.index.overlap(doc["text"])
+        shard.add(doc)
 
-def config_dict(cfg: ProcessConfig) -> dict[str, Any]:
-    """JSON-able view of a ProcessConfig (for logs)."""
-    return asdict(cfg)
+
+def extracted_shards(work: Path) -> list[Path]:
+    """The finished tasks' document files, in task order."""
+    return sorted((work / "extract").glob("*.parquet"))
+
+
+def read_rejections(shards: list[Path]) -> list[dict[str, str]]:
+    """Every paper the extraction tasks rejected, task by task."""
+    out: list[dict[str, str]] = []
+    for shard in shards:
+        out += [json.loads(line) for line in shard.with_suffix(".rejected.jsonl").read_text(encoding="utf-8").splitlines()]
+    return out
+
+
+def read_keys(shards: list[Path]) -> list[dict[str, Any]]:
+    """(id, date, exact_key, signature, benchmark_overlap) of every extracted document, in (date, id) order."""
+    if not shards:
+        return []
+    cols = ["id", "date", "exact_key", "signature", "benchmark_overlap"]
+    rows = pa.concat_tables([pq.read_table(s, columns=cols) for s in shards]).to_pylist()
+    rows.sort(key=lambda r: (r["date"] or "", r["id"]))
+    return rows

@@ -64,4 +64,5 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def dumps_jsonl(records: Iterable[dict[str, Any]]) -> str:
+    """One JSON object per line (keys sorted, non-ASCII kept)."""
     return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)

@@ -30,7 +30,6 @@ class Gathered:
     records: list[dict[str, Any]]
     inputs: list[dict[str, Any]]
     rejected: list[dict[str, str]] = field(default_factory=list)
-    downloaded: int = 0
 
 
 Progress = Callable[[str, int, int | None], None]  # (step, completed, total)
@@ -56,16 +55,15 @@ def gather_local(cfg: Any) -> Gathered:
         raise SourceError("corpus.source is 'local' but corpus.local_dir is not set")
     root = Path(cfg.local_dir).expanduser().resolve()
     records = _select(_local_records(root), cfg)
-    inputs, rejected, found = [], [], 0
+    inputs, rejected = [], []
     for rec in records:
         rel = rec.get("eprint") or f"eprints/{paper_key(rec['id'])}"
         path = (root / rel).resolve()
         if not path.is_relative_to(root) or not path.is_file():
             rejected.append({"id": rec["id"], "reason": "eprint_missing", "detail": f"no file {rel}"})
             continue
-        found += 1
         inputs.append({"kind": "paper", "meta": rec, "path": str(path)})
-    return Gathered(records, inputs, rejected, found)
+    return Gathered(records, inputs, rejected)
 
 
 def _session(cfg: Any, cache: Path):
@@ -112,7 +110,7 @@ def gather_network(cfg: Any, cache: Path, progress: Progress) -> Gathered:
         raise SourceError(f"{len(transient)} e-print download(s) failed after retries ({shown}); rerun to retry them")
     inputs = [{"kind": "paper", "meta": r, "path": str(paths[r["id"]])} for r in records if r["id"] in paths]
     rejected = [{"id": pid, "reason": reason, "detail": ""} for pid, reason in sorted(failed.items())]
-    return Gathered(records, inputs, rejected, len(paths))
+    return Gathered(records, inputs, rejected)
 
 
 _TAR_YYMM = re.compile(r"arXiv_src_(\d{4})_\d+\.tar$")
@@ -148,7 +146,7 @@ def gather_bulk(cfg: Any, cache: Path, progress: Progress) -> Gathered:
         if papers:
             inputs.append({"kind": "tar", "tar": tar, "papers": papers, "requester_pays": cfg.s3_requester_pays})
     # papers found in no tar are reported as eprint_missing by the stage after extraction
-    return Gathered(records, inputs, [], 0)
+    return Gathered(records, inputs)
 
 
 def gather(cfg: Any, cache: Path, progress: Progress) -> Gathered:
