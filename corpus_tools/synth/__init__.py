@@ -6,6 +6,10 @@
     parsing    robust JSON extraction from model output
     validate   per-item checks (each rejection has a reason), near-dup questions, decontamination
     records    validated items -> the DESIGN.md output formats, with provenance
+    generate   one shard: chunks x tasks -> teacher requests -> validated records
     store      sharded, resumable JSONL output with a done-shards ledger
-    stage      the pipeline stage ``run(ctx)`` (progress, throughput, final table)
+    shards     the generation loop over the shards the store lacks
+    progress   the live bar, throughput and log lines
+    report     counts, the MCQ dev set, the summary table and metrics
+    build      the stage's work, ``build_synth(ctx)``, as the sequence of those steps
 """
