@@ -13,7 +13,7 @@ from astrosage.core.stage import StageContext, StageResult, StageSpec
 from astrosage.stages import STAGES
 from astrosage.core.recipe import load_recipe_dict
 from astrosage.runner import RunManager
-from eval.runs import Checkpoint, select_checkpoints
+from eval.checkpoints import Checkpoint, select_checkpoints
 from test_eval_support import make_rows, write_json
 
 OFF = {stage: {"enabled": False} for stage in ("corpus", "synth", "cpt", "sft", "merge", "publish")}
@@ -122,7 +122,7 @@ def test_select_checkpoints():
 def test_a_sweeps_selected_model_is_listed_once(tmp_path):
     from astrosage.core.stage import StageContext
     from astrosage.core.recipe import load_recipe_dict
-    from eval.runs import list_checkpoints
+    from eval.checkpoints import list_checkpoints
 
     recipe = load_recipe_dict({
         "run": {"name": "d", "output_dir": str(tmp_path)}, "model": {"base": "org/base", "base_instruct": "org/inst"},
