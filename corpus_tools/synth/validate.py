@@ -36,10 +36,6 @@ UNBALANCED_OPTIONS = "unbalanced_options"
 ANSWER_LEAK = "answer_leak"
 DUPLICATE_QUESTION = "duplicate_question"
 CONTAMINATED = "contaminated"
-REASONS = (
-    REQUEST_FAILED, MALFORMED_JSON, NO_ITEMS, MALFORMED_ITEM, TOO_SHORT, CONTEXT_REFERENCE, INVALID_ANSWER,
-    DUPLICATE_OPTIONS, UNBALANCED_OPTIONS, ANSWER_LEAK, DUPLICATE_QUESTION, CONTAMINATED,
-)
 
 MIN_QUESTION_CHARS = 15
 MIN_ANSWER_CHARS = 20
@@ -63,7 +59,7 @@ _NON_WORD = re.compile(r"[\W_]+")
 
 
 class Rejected(ValueError):
-    """An item failed a check; ``reason`` is one of :data:`REASONS`."""
+    """An item failed a check; ``reason`` is one of the rejection reasons above."""
 
     def __init__(self, reason: str, detail: str = ""):
         self.reason = reason
