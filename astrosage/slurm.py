@@ -94,7 +94,8 @@ def render_job(
     procs = _procs_per_node(recipe, stage)
     name = f"{recipe.run.name}-{stage}"
     recipe_path = recipe_file if recipe_file.is_absolute() else (workdir / recipe_file)
-    args = [stage, str(recipe_path.resolve()), *(overrides or [])]
+    command = ["eval", "run"] if stage == "eval" else [stage]  # `astrosage eval` is a group: eval run RECIPE
+    args = [*command, str(recipe_path.resolve()), *(overrides or [])]
     grace = s.signal_grace_s
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(folder)),

@@ -400,3 +400,19 @@ def test_unquotable_log_folder_and_missing_accelerate_config_are_refused(tmp_pat
     recipe = load_recipe_dict(base_recipe(tmp_path, accelerate_config="recipes/accelerate/nope.yaml"))
     with pytest.raises(SlurmError, match="accelerate_config"):
         render_job(recipe, "cpt", Path("r.yaml"), workdir=tmp_path)
+
+
+@pytest.mark.parametrize("stage", ["corpus", "synth", "cpt", "sft", "merge", "eval", "publish"])
+def test_every_job_runs_a_command_the_cli_accepts(tmp_path, stage):
+    """The node launcher runs `python -m astrosage.cli <args>`: those args must parse (no stale command forms)."""
+    import shlex
+
+    recipe = load_recipe_dict(base_recipe(tmp_path, nodes=1, gpus_per_node=0))
+    job = render_job(recipe, stage, Path("r.yaml"), workdir=tmp_path)
+    line = next(line for line in job.script.splitlines() if "launch_node.sh" in line and not line.lstrip().startswith("#"))
+    args = shlex.split(line.split("launch_node.sh", 1)[1].rstrip(" &"))
+    command = args[: args.index(str((tmp_path / "r.yaml").resolve()))]
+    assert command == (["eval", "run"] if stage == "eval" else [stage])
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage: astrosage " + " ".join(command) in " ".join(result.output.split())

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..core.artifacts import file_fingerprint
+from ..core.models import is_local_reference
 
 _LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -37,17 +38,12 @@ def _local_files(path: Path) -> tuple[str, list[Path]]:
     raise DataError(f"{path}: folder has no .parquet, .jsonl or .json files")
 
 
-def is_local(ref: str) -> bool:
-    path = Path(ref).expanduser()
-    return path.exists() or ref.startswith((".", "/", "~")) or ref.lower().endswith(_LOCAL_SUFFIXES)
-
-
 def load_records(ref: str | Path, split: str = "train", max_samples: int | None = None, seed: int = 0, name: str | None = None):
     """Load a dataset from a local file/folder or the Hub (config ``name``) as a ``datasets.Dataset``."""
     import datasets
 
     ref = str(ref)
-    if is_local(ref):
+    if is_local_reference(ref):
         path = Path(ref).expanduser()
         if not path.exists():
             raise DataError(f"data path {ref!r} does not exist (resolved to {path.resolve()})")
@@ -64,7 +60,7 @@ def fingerprint(ref: str | Path, split: str = "train") -> str:
     """Content fingerprint of a data reference (files' hashes; the Hub id + split otherwise)."""
     ref = str(ref)
     h = hashlib.sha256()
-    if is_local(ref) and Path(ref).expanduser().exists():
+    if is_local_reference(ref) and Path(ref).expanduser().exists():
         _, files = _local_files(Path(ref).expanduser())
         for f in files:
             h.update(f.name.encode())

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .chat_masks import MaskPlan, TurnError, encode
-from .data import DataError, _local_files, is_local
+from ..core.models import is_local_reference
+from .data import DataError, _local_files
 
 ROLE_ALIASES = {
     "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
@@ -162,7 +163,7 @@ def load_rows(ref: str, name: str | None = None, split: str = "train", cache_dir
     import datasets
 
     path = Path(ref).expanduser()
-    if is_local(ref) and not (path.is_dir() and (name or (path / "README.md").exists())):
+    if is_local_reference(ref) and not (path.is_dir() and (name or (path / "README.md").exists())):
         if not path.exists():
             raise DataError(f"data path {ref!r} does not exist (resolved to {path.resolve()})")
         builder, files = _local_files(path)

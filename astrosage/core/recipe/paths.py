@@ -5,15 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..models import is_local_reference
 from .errors import RecipeError, _short
 from .recipe import Recipe
-
-
-_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".yaml", ".yml", ".txt")
-
-
-def _looks_local(ref: str) -> bool:
-    return ref.startswith((".", "/", "~")) or ref.lower().endswith(_FILE_SUFFIXES)
 
 
 def check_paths(recipe: Recipe, source: str = "<recipe>") -> None:
@@ -52,7 +46,7 @@ def check_paths(recipe: Recipe, source: str = "<recipe>") -> None:
             need(f"{stage}.deepspeed", section.deepspeed)
         if section.enabled:
             for i, mix in enumerate(section.general_mix):
-                if _looks_local(mix.path):
+                if is_local_reference(mix.path):
                     need(f"{stage}.general_mix[{i}].path", mix.path)
     if recipe.synth.enabled and not recipe.corpus.enabled and recipe.synth.docs is not None:
         need("synth.docs", recipe.synth.docs)
@@ -64,17 +58,17 @@ def check_paths(recipe: Recipe, source: str = "<recipe>") -> None:
         for i, pattern in enumerate(recipe.corpus.bulk_tars):
             if "://" not in pattern and not glob.glob(str(Path(pattern).expanduser())):
                 problems.append((source, f"corpus.bulk_tars[{i}]", f"{pattern!r} matches no file"))
-    if recipe.sft.enabled and recipe.sft.dataset and _looks_local(recipe.sft.dataset.path):
+    if recipe.sft.enabled and recipe.sft.dataset and is_local_reference(recipe.sft.dataset.path):
         need("sft.dataset.path", recipe.sft.dataset.path)
     if recipe.sft.enabled and recipe.sft.chat_template not in ("model", "instruct", "chatml", "llama3"):
         need("sft.chat_template", recipe.sft.chat_template)
-    if recipe.cpt.enabled and not recipe.corpus.enabled and recipe.cpt.dataset and _looks_local(recipe.cpt.dataset):
+    if recipe.cpt.enabled and not recipe.corpus.enabled and recipe.cpt.dataset and is_local_reference(recipe.cpt.dataset):
         need("cpt.dataset", recipe.cpt.dataset)
     if recipe.merge.enabled and recipe.merge.mergekit_yaml is not None:
         need("merge.mergekit_yaml", recipe.merge.mergekit_yaml)
     if recipe.eval.enabled or recipe.corpus.enabled or recipe.synth.enabled:
         for i, bench in enumerate(recipe.eval.benchmarks):
-            if _looks_local(bench.path):
+            if is_local_reference(bench.path):
                 need(f"eval.benchmarks[{i}].path", bench.path)
     if problems:
         raise RecipeError(problems)
