@@ -29,6 +29,7 @@ from rich.table import Table
 
 from . import __version__
 from .cli_eval import eval_app
+from .core.distributed import launcher_rank
 from .core.recipe import Recipe, RecipeError, check_paths, load_recipe
 
 from .core.exitcodes import BAD_INPUT as EXIT_BAD_INPUT
@@ -177,11 +178,11 @@ def _run_locked(recipe_path: Path, overrides: Optional[list[str]], recipe: Recip
     from .core.progress import StageProgress, summary_table
     from .runner import PipelineError
 
-    rank = os.environ.get("RANK", "0")
+    rank = launcher_rank()
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     _setup_logging(recipe, manager.run_dir / "logs" / f"{stamp}-rank{rank}.log")
     log.info("run '%s' -> %s", recipe.run.name, manager.run_dir)
-    if rank == "0":
+    if rank == 0:
         manager.write_resolved_recipe(recipe_path, overrides or [])
     outcomes = []
     failed: BaseException | None = None
@@ -223,7 +224,7 @@ def _mark_requeue() -> None:
     job script also looks for this file before it requeues.
     """
     marker = os.environ.get("ASTROSAGE_REQUEUE_MARKER")
-    if marker and os.environ.get("RANK", "0") == "0":
+    if marker and launcher_rank() == 0:
         from .core.artifacts import atomic_write_text
 
         atomic_write_text(marker, datetime.now().isoformat() + "\n")

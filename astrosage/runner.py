@@ -53,8 +53,8 @@ class StageOutcome:
 
 
 def _launcher_rank_is_main() -> bool:
-    """The launcher's ``RANK`` says main: asked before any process group exists (the lock is taken first)."""
-    return os.environ.get("RANK", "0") == "0"
+    """The launcher's rank says main: asked before any process group exists (the lock is taken first)."""
+    return distributed.launcher_rank() == 0
 
 
 class RunManager:

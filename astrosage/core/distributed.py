@@ -20,6 +20,12 @@ def _launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def launcher_rank() -> int:
+    """The global rank the launcher assigned (``RANK``), read without starting a process group:
+    for decisions taken before any (the run lock, per-rank log file names, the requeue marker)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def state() -> Any | None:
     """The shared ``accelerate.PartialState`` of a multi-process launch (None for one process)."""
     if not _launched():
