@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from astrosage.core.models import is_local_reference
+
 LETTERS: tuple[str, str, str, str] = ("A", "B", "C", "D")
 REQUIRED_FIELDS: tuple[str, ...] = ("question", *LETTERS)
 FILE_SUFFIXES: tuple[str, ...] = (".json", ".jsonl", ".csv", ".parquet")
@@ -189,7 +191,7 @@ def iter_raw_rows(ref: str | Path, split: str | None = None) -> Iterator[tuple[A
         if suffix not in _READERS:
             raise BenchmarkError(f"{path}: unknown file type {suffix or '(none)'!r}; use one of {', '.join(FILE_SUFFIXES)}")
         return _READERS[suffix](path)
-    if suffix in _READERS or ref.startswith((".", "/", "~")):
+    if is_local_reference(ref):
         if not path.exists():
             raise BenchmarkError(f"{path}: benchmark file not found")
     return _read_dataset(ref, split)

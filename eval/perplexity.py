@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from astrosage.core.artifacts import atomic_write_json, atomic_write_text
+from astrosage.core.models import is_local_reference
 
 from .store import ScoreStore
 
@@ -106,7 +107,7 @@ def load_text_set(name: str, path: str, *, config: str | None = None, split: str
         docs, n_total = _docs_from_dataset(ds, text_field, where, None)
         fp = _content_fingerprint(docs)
         return TextSet(name, docs[:limit] if limit else docs, fp, str(local.resolve()), n_total)
-    if local.suffix in LOCAL_BUILDERS or path.startswith((".", "/", "~")):
+    if is_local_reference(path):
         raise FileNotFoundError(f"{where}: no such file or folder")
     try:
         ds = datasets.load_dataset(path, config, split=split)

@@ -33,7 +33,7 @@ def check_paths(recipe: Recipe, source: str = "<recipe>") -> None:
 
     for field_name in ("base", "base_instruct", "tokenizer"):
         ref = getattr(recipe.model, field_name)
-        if ref and not ref.startswith("tiny:") and ref.startswith((".", "/", "~")):
+        if ref and is_local_reference(ref):
             need(f"model.{field_name}", ref, is_dir=True)
     if recipe.corpus.enabled:
         if recipe.corpus.source == "local" and recipe.corpus.local_dir is not None:
