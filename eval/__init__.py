@@ -11,7 +11,9 @@ One module per job:
   the corpus's held-out papers and any local or Hub text set;
 * ``metrics``/``topics``/``report``/``plots``: accuracy, calibration, per-topic, files, PNGs;
 * ``evaluator``/``api``: score one checkpoint (``api.evaluate_checkpoint`` for other stages);
-* ``stage``: the pipeline's eval stage; ``lm_eval_export``: lm-evaluation-harness task; ``cli``.
+* ``runs``: score a run's base model and every checkpoint (``checkpoints``: which ones,
+  ``comparison``: the did-domain-training-help table), called by ``astrosage/stages/eval.py``;
+* ``lm_eval_export``: an lm-evaluation-harness task (the CLI is ``astrosage eval``, in astrosage/cli_eval.py).
 
 Heavy libraries (torch, transformers, lm-eval) are imported only where they are used.
 """
