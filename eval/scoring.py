@@ -3,9 +3,10 @@
 `letter` and `choices` (:mod:`eval.choices`, lm-eval style) tokenize exactly as
 lm-evaluation-harness does for a causal model (trailing spaces of the context move to the
 continuation; the continuation's tokens are those of ``context + continuation`` after the
-context's tokens), so their predictions match lm-eval's on the exported task. Batches are formed from questions sorted by length (longest first, ties by
-index: deterministic), right-padded, and only the positions that are scored go through the LM
-head (``logits_to_keep``; the saving grows with the vocabulary: 128k entries for Llama-3).
+context's tokens), so their predictions match lm-eval's on the exported task. Batches are
+formed from questions sorted by length (longest first, ties by index: deterministic), packed
+into rows (:mod:`eval.packing`) or right-padded, and only the positions that are scored go
+through the LM head (``logits_to_keep``; the saving grows with the vocabulary: 128k for Llama-3).
 
 Each scorer yields one list of rows per batch: ``{"index": i, "scores": [sA, sB, sC, sD], ...}``
 where the scores are log-probabilities (softmax over them gives p for calibration).
@@ -18,6 +19,8 @@ from typing import Any, Iterator, Sequence
 
 from .data import LETTERS, Question
 from .modeling import LoadedModel
+from .packing import Piece, packed_scores, packs
+from .prefix import SharedPrefix, cache_kwarg
 from .prompts import TARGET_DELIMITER, letter_prompt
 
 
@@ -122,65 +125,32 @@ def forward_logprobs(lm: LoadedModel, seqs: list[list[int]], wanted: list[list[i
     return [logprobs[row, [column[p] for p in w]] for row, w in enumerate(wanted)]
 
 
-def cache_kwarg(model: Any) -> str:
-    """``cache`` (transformers >= 5.2x) or ``past_key_values`` (older 5.x): the forward's KV-cache argument."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
-    """Length of the longest token prefix all ``seqs`` share, leaving every sequence at least one token."""
-    if not seqs:
-        return 0
-    first, limit = seqs[0], min(len(s) for s in seqs) - 1
-    n = 0
-    while n < limit and all(s[n] == first[n] for s in seqs):
-        n += 1
-    return n
+def letter_piece(request: LetterRequest, skip: int) -> Piece:
+    """The prompt after the shared prefix, scored at its last token for the four letters."""
+    piece = Piece()
+    piece.add(request.input_ids[skip:], skip, 0)
+    piece.targets = [(len(piece.ids) - 1, target, k) for k, target in enumerate(request.targets)]
+    return piece
 
 
-class SharedPrefix:
-    """Keys/values of the token prefix every prompt starts with, computed once and reused by each batch.
-
-    Exact by construction: the prefix is a common prefix of the token ids (not of the text), and
-    causal attention makes a prefix's keys/values independent of what follows it.
-    """
-
-    #: below this many shared tokens the extra masked-attention call costs more than it saves
-    MIN_TOKENS = 8
-
-    def __init__(self, lm: LoadedModel, ids: list[int]):
-        import torch
-
-        self.ids = ids
-        self._config = lm.model.config
-        with torch.inference_mode():
-            out = lm.model(input_ids=torch.tensor([ids], dtype=torch.long, device=lm.device), use_cache=True, logits_to_keep=1)
-        cache = out.cache if hasattr(out, "cache") else out.past_key_values
-        self._kv = [(layer.keys, layer.values) for layer in cache.layers]
-
-    def cache(self, batch: int) -> Any:
-        """A fresh cache holding the prefix for ``batch`` rows (each forward appends to its own copy)."""
-        from transformers import DynamicCache
-
-        data = [(k.expand(batch, -1, -1, -1).contiguous(), v.expand(batch, -1, -1, -1).contiguous()) for k, v in self._kv]
-        return DynamicCache(ddp_cache_data=data, config=self._config)
-
-    @classmethod
-    def maybe(cls, lm: LoadedModel, seqs: Sequence[Sequence[int]], reuse: bool = True) -> "SharedPrefix | None":
-        n = common_prefix(seqs) if reuse and len(seqs) > 1 else 0
-        return cls(lm, list(seqs[0][:n])) if n >= cls.MIN_TOKENS else None
-
-
-def iter_letter(lm: LoadedModel, questions: Sequence[Question], batch_size: int, reuse_prefix: bool = True) -> Iterator[list[dict]]:
+def iter_letter(lm: LoadedModel, questions: Sequence[Question], batch_size: int, reuse_prefix: bool = True,
+                packed: bool = True) -> Iterator[list[dict]]:
     """`letter`: one forward pass per question, log-probabilities of the four letter tokens.
 
-    Prompts are tokenized once, batched longest first (minimal padding), the shared instruction
-    prefix is run once (``reuse_prefix``), and only the last position goes through the LM head.
+    Prompts are tokenized once, batched longest first, the shared instruction prefix is run once
+    (``reuse_prefix``), and only the last position goes through the LM head. ``packed`` (with an
+    sdpa or eager model): short prompts share a row instead of being padded (:mod:`eval.packing`);
+    otherwise each prompt is one right-padded row, as in lm-eval.
     """
     requests = letter_requests(lm.tokenizer, questions)
     prefix = SharedPrefix.maybe(lm, [r.input_ids for r in requests], reuse_prefix)
+    if packed and packs(lm):
+        skip = len(prefix.ids) if prefix is not None else 0
+        pieces = [letter_piece(r, skip) for r in requests]
+        for batch in length_batches([len(p.ids) for p in pieces], batch_size):
+            scores = packed_scores(lm, [pieces[i] for i in batch], prefix)
+            yield [{"index": requests[i].index, "scores": s} for i, s in zip(batch, scores)]
+        return
     for batch in length_batches([len(r.input_ids) for r in requests], batch_size):
         reqs = [requests[i] for i in batch]
         logprobs = forward_logprobs(lm, [r.input_ids for r in reqs], [[len(r.input_ids) - 1] for r in reqs], prefix)

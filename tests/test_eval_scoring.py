@@ -7,14 +7,16 @@ import json
 import pytest
 
 from eval.api import evaluate_checkpoint
-from eval.choices import iter_choices, shares_context
+from eval.choices import iter_choices
 from eval.data import load_benchmark
 from eval.evaluator import EvalSettings, evaluate
 from eval.generate import BackendNotAvailable, extract_answer, iter_generate, strip_thinking
 from eval.modeling import load_model
 from eval.prompts import choices_prompt, generate_prompt, letter_prompt
 from eval.report import read_submission
-from eval.scoring import ScoringError, SharedPrefix, common_prefix, encode_pairs, iter_letter, letter_requests
+from eval.packing import first_fit, packs
+from eval.prefix import SharedPrefix, common_prefix
+from eval.scoring import ScoringError, encode_pairs, iter_letter, letter_requests
 from eval.store import ScoreStore
 from test_eval_support import letter_sensitive_model, make_rows, read_jsonl, write_json
 
@@ -112,10 +114,10 @@ def test_letter_shared_prefix_reuse_gives_identical_predictions(lm, bench, prefi
     assert shared >= SharedPrefix.MIN_TOKENS, "the tiny prompts share the preamble: the reuse path must be taken"
     built = prefixes_built
 
-    def scores(batch_size, reuse):
-        return {r["index"]: r["scores"] for rows in iter_letter(lm, questions, batch_size, reuse_prefix=reuse) for r in rows}
+    def scores(batch_size, reuse, packed=True):
+        return {r["index"]: r["scores"] for rows in iter_letter(lm, questions, batch_size, reuse, packed) for r in rows}
 
-    full = scores(8, False)
+    full = scores(8, False, packed=False)  # lm-eval's layout: every prompt in full, one padded row each
     assert built == []
     for batch_size in (1, 3, 16):
         reused = scores(batch_size, True)
@@ -134,62 +136,90 @@ def _choices(lm, questions, batch_size, **kwargs):
     return {r["index"]: r for rows in iter_choices(lm, questions, batch_size, **kwargs) for r in rows}
 
 
-def _forward_rows(model):
-    """Rows of every forward of ``model`` (a list that fills as it runs) and the hook's handle."""
+def _letter(lm, questions, batch_size, **kwargs):
+    return {r["index"]: r for rows in iter_letter(lm, questions, batch_size, **kwargs) for r in rows}
+
+
+@pytest.fixture
+def forward_rows(lm):
+    """The number of rows of every forward of ``lm.model`` while the test runs."""
     rows = []
-    handle = model.register_forward_pre_hook(lambda _m, _a, kw: rows.append(kw["input_ids"].shape[0]), with_kwargs=True)
-    return rows, handle
+    handle = lm.model.register_forward_pre_hook(lambda _m, _a, kw: rows.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    yield rows
+    handle.remove()
 
 
-def _assert_same_choices(shared, plain, tol=1e-4):
-    assert sorted(shared) == sorted(plain)
+def _assert_same(packed, plain, tol=1e-4):
+    """Same scores (float tolerance), same predictions (raw and, for `choices`, length-normalised)."""
+    assert sorted(packed) == sorted(plain)
     for i in plain:
-        assert shared[i]["scores"] == pytest.approx(plain[i]["scores"], abs=tol, rel=1e-5), i
-        assert argmax4(shared[i]["scores"]) == argmax4(plain[i]["scores"]), i
-        assert shared[i]["prediction_norm"] == plain[i]["prediction_norm"], i
+        assert packed[i]["scores"] == pytest.approx(plain[i]["scores"], abs=tol, rel=1e-5), i
+        assert argmax4(packed[i]["scores"]) == argmax4(plain[i]["scores"]), i
+        assert packed[i].get("prediction_norm") == plain[i].get("prediction_norm"), i
 
 
 def argmax4(values):
     return max(range(4), key=lambda k: (values[k], -k))
 
 
-def test_choices_one_context_forward_equals_per_option_forwards(lm, bench, prefixes_built):
-    """One row per question (context once, four continuations masked apart, prefix KV reused) = four full forwards."""
+def test_choices_one_context_forward_equals_per_option_forwards(lm, bench, prefixes_built, forward_rows):
+    """One piece per question (context once, four continuations masked apart, prefix KV reused) = four full forwards."""
     questions = load_benchmark(bench)
-    assert shares_context(lm)
-    plain = _choices(lm, questions, 4, share_context=False)
-    built = prefixes_built
+    assert packs(lm)
+    plain = _choices(lm, questions, 4, packed=False)
+    assert forward_rows == [16] * 4 and prefixes_built == []  # the reference: 4 padded rows per question, no prefix
     contexts = [ctx for ctx, _ in encode_pairs(lm.tokenizer, [(choices_prompt(q), []) for q in questions])]
-    rows, handle = _forward_rows(lm.model)
-    try:
-        for batch_size in (1, 3, 16):
-            rows.clear()
-            shared = _choices(lm, questions, batch_size)
-            assert built[-1] == common_prefix(contexts) >= SharedPrefix.MIN_TOKENS
-            # the prefix forward (1 row), then one row per question: never four
-            assert rows[0] == 1 and sum(rows[1:]) == len(questions) and len(rows) == 1 + -(-len(questions) // batch_size)
-            _assert_same_choices(shared, plain)
-        rows.clear()
-        _assert_same_choices(_choices(lm, questions, 5, reuse_prefix=False), plain)
-        assert sum(rows) == len(questions)
-    finally:
-        handle.remove()
-    preds = {argmax4(r["scores"]) for r in plain.values()}
-    assert len(preds) >= 2, "predictions should vary, or agreement proves little"
+    for batch_size in (1, 3, 16):
+        forward_rows.clear()
+        _assert_same(_choices(lm, questions, batch_size), plain)
+        assert prefixes_built[-1] == common_prefix(contexts) >= SharedPrefix.MIN_TOKENS
+        # the prefix forward (1 row), then one forward per batch with at most one row per question: never four
+        batches = [min(batch_size, len(questions) - i) for i in range(0, len(questions), batch_size)]
+        assert forward_rows[0] == 1 and len(forward_rows) == 1 + len(batches)
+        assert all(rows <= n for rows, n in zip(forward_rows[1:], batches))
+    forward_rows.clear()
+    _assert_same(_choices(lm, questions, 5, reuse_prefix=False), plain)
+    assert len(forward_rows) == 4 and len(prefixes_built) == 3
+    assert len({argmax4(r["scores"]) for r in plain.values()}) >= 2, "predictions should vary, or agreement proves little"
 
 
-def test_choices_shared_context_on_eager_attention(tiny_instruct, bench):
+@pytest.fixture
+def mixed(tmp_path):
+    """Questions of very different lengths: short prompts fit several to a packed row."""
+    rows = make_rows(12)
+    for i, row in enumerate(rows):
+        row["question"] += " Recall the observations of the last decade and what they imply." * (3 * (i % 4 == 0))
+        row["A"] += " and the related effects" * (i % 3)
+    return load_benchmark(write_json(tmp_path / "mixed.json", rows))
+
+
+def test_packed_rows_hold_several_questions_and_score_each_as_alone(lm, mixed, forward_rows):
+    for score in (_letter, _choices):
+        plain = score(lm, mixed, 12, packed=False, reuse_prefix=False)
+        forward_rows.clear()
+        _assert_same(score(lm, mixed, 12), plain)
+        assert forward_rows[0] == 1 and forward_rows[1] < len(mixed), (score.__name__, forward_rows)  # prefix, packed rows
+        _assert_same(score(lm, mixed, 5), plain)
+
+
+def test_first_fit_packs_longest_first_within_the_width():
+    assert first_fit([5, 2, 9, 3, 4], 9) == [[2], [0, 4], [3, 1]]
+    assert first_fit([3, 3, 3], 9) == [[0, 1, 2]]
+    assert first_fit([], 4) == []
+
+
+def test_packed_scoring_on_eager_attention(tiny_instruct, mixed):
     lm = load_model(str(tiny_instruct), attn_implementation="eager")
-    questions = load_benchmark(bench)[:8]
-    assert shares_context(lm)
-    _assert_same_choices(_choices(lm, questions, 3), _choices(lm, questions, 3, share_context=False))
+    assert packs(lm)
+    for score in (_letter, _choices):
+        _assert_same(score(lm, mixed, 6), score(lm, mixed, 6, packed=False, reuse_prefix=False))
 
 
-def test_choices_falls_back_where_the_kernel_takes_no_mask():
+def test_plain_rows_where_the_kernel_takes_no_mask():
     from types import SimpleNamespace
 
     fake = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2")))
-    assert not shares_context(fake)
+    assert not packs(fake)
 
 
 def _merging_tokenizer():
@@ -237,9 +267,9 @@ def test_choices_exact_where_the_context_boundary_merges(bench):
     cfg._attn_implementation = "sdpa"
     model = LlamaForCausalLM(cfg).eval()
     lm = LoadedModel(model=model, tokenizer=tok, device=torch.device("cpu"), path="merging")
-    plain = _choices(lm, questions, 4, share_context=False)
-    _assert_same_choices(_choices(lm, questions, 4), plain)
-    _assert_same_choices(_choices(lm, questions, 16, reuse_prefix=False), plain)
+    plain = _choices(lm, questions, 4, packed=False)
+    _assert_same(_choices(lm, questions, 4), plain)
+    _assert_same(_choices(lm, questions, 16, reuse_prefix=False), plain)
 
 
 def test_choices_rows_have_both_normalisations(lm, bench, tmp_path):
