@@ -36,42 +36,30 @@ PUBLIC = REPO.parent / "shared" / "data" / "astromlab1_public_mcq.json"
 SAMPLE = REPO / "examples" / "mcq" / "astro_mcq_sample.json"
 
 
-def _costs(lm) -> tuple[float, float, float]:
-    """(2*matmul params per token without the LM head, 2*LM head params per kept position, attention FLOPs per query-key pair)."""
-    from bench import shapes
-
-    cfg = lm.model.config
-    head = cfg.hidden_size * cfg.vocab_size
-    body = shapes.n_params(lm.model, embeddings=False) - head
-    d_attn = cfg.num_attention_heads * (getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
-    return 2.0 * body, 2.0 * head, 4.0 * cfg.num_hidden_layers * d_attn
-
-
 def lm_eval_work(lm, seq_lens: list[int], batch_size: int) -> float:
     """lm-eval's forward FLOPs: sequences longest first, ``batch_size`` per batch, right-padded, every position
     through the LM head, causal attention (for `letter` one sequence per question: its four one-token
     continuations share it; for `choices` one per option)."""
-    body, head, attn = _costs(lm)
+    from eval.packing import Costs
+
+    c = Costs.of(lm.model)
     lens, total = sorted(seq_lens, reverse=True), 0.0
     for i in range(0, len(lens), batch_size):
         rows, width = len(lens[i : i + batch_size]), lens[i]
-        total += rows * width * (body + head) + attn * rows * width * width / 2
+        total += rows * width * (c.token + c.head) + c.pair * rows * width * width / 2
     return total
 
 
 def packed_work(lm, pieces, batch_size: int, prefix_len: int) -> float:
-    """Our forward FLOPs (eval.packing): the shared prefix once, then per batch the first-fit rows (as wide as the
-    longest piece, incl. padding), attention dense over prefix + row (a custom mask), LM head on the kept columns."""
-    from eval.packing import first_fit
+    """Our forward FLOPs (eval.packing's estimate of the rows it runs): the shared prefix once, then per batch the
+    planned rows incl. padding, attention dense over prefix + row (a custom mask), LM head on the kept columns."""
+    from eval.packing import Costs, plan
     from eval.scoring import length_batches
 
-    body, head, attn = _costs(lm)
-    total = body * prefix_len + attn * prefix_len * prefix_len / 2
+    c = Costs.of(lm.model)
+    total = c.token * prefix_len + c.pair * prefix_len * prefix_len / 2
     for batch in length_batches([len(p.ids) for p in pieces], batch_size):
-        lens = [len(pieces[i].ids) for i in batch]
-        rows = first_fit(lens, max(lens))
-        keep = max(sum(len({t for t, _, _ in pieces[batch[j]].targets}) for j in row) for row in rows)
-        total += len(rows) * (max(lens) * (body + attn * (prefix_len + max(lens))) + keep * head)
+        total += plan([len(pieces[i].ids) for i in batch], [pieces[i].n_scored for i in batch], prefix_len, c).flops
     return total
 
 

@@ -7,8 +7,10 @@ of its own segment and to all of its parent segment (an option's parent is its c
 scored logit equals the one of the plain causal forward of that token's own sequence: attention
 masks out everything else, and rotary positions are the sequence's own.
 
-Pieces are bin-packed into rows (first fit, longest first, rows as wide as the longest piece), so
-short questions share a row instead of being padded to the longest. Because the mask, not the
+Pieces are bin-packed into rows (first fit, longest first), so short questions share a row instead
+of being padded to the longest; the row width (1x to 4x the longest piece) is the one with the
+fewest estimated FLOPs (:func:`plan`: wider rows waste less padding but attend over more masked
+keys, which pays on wide models and not on attention-heavy tiny ones). Because the mask, not the
 order in the row, decides what a token sees, the tokens whose logits are needed are placed at the
 end of their row: the LM head runs on the last few columns only (``logits_to_keep``). Custom masks
 need the ``sdpa`` or ``eager`` attention (:func:`packs`); scorers use plain padded rows otherwise.
@@ -17,7 +19,7 @@ need the ``sdpa`` or ``eager`` attention (:func:`packs`); scorers use plain padd
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from .modeling import LoadedModel
 from .prefix import SharedPrefix, cache_kwarg
@@ -49,6 +51,11 @@ class Piece:
         self.parents += [parent] * len(ids)
         return first
 
+    @property
+    def n_scored(self) -> int:
+        """Tokens whose logits are needed (LM-head positions)."""
+        return len({t for t, _, _ in self.targets})
+
 
 def packs(lm: LoadedModel) -> bool:
     """Whether the model's attention kernel takes the packed rows' custom mask."""
@@ -70,6 +77,53 @@ def first_fit(lengths: Sequence[int], width: int) -> list[list[int]]:
     return rows
 
 
+@dataclass(frozen=True)
+class Costs:
+    """Forward FLOPs per token (matmuls but the LM head), per query-key pair (attention), per LM-head position."""
+
+    token: float
+    pair: float
+    head: float
+
+    @classmethod
+    def of(cls, model: Any) -> "Costs":
+        """Estimated from the parameter counts and the attention shape of ``model``."""
+        cfg = model.config
+        embedding = model.get_input_embeddings().weight
+        output = model.get_output_embeddings()
+        head = output.weight.numel() if output is not None else embedding.numel()
+        tied = output is not None and output.weight is embedding
+        body = sum(p.numel() for p in model.parameters()) - embedding.numel() - (0 if tied else head)
+        heads = getattr(cfg, "num_attention_heads", 1)
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        return cls(2.0 * body, 4.0 * getattr(cfg, "num_hidden_layers", 1) * heads * head_dim, 2.0 * head)
+
+
+#: row widths tried, as multiples of the longest piece
+WIDTH_FACTORS = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0)
+
+
+class Plan(NamedTuple):
+    """Rows of one packed forward: width, the pieces of each row, LM-head columns kept, estimated FLOPs."""
+
+    width: int
+    rows: list[list[int]]
+    keep: int
+    flops: float
+
+
+def plan(lengths: Sequence[int], scored: Sequence[int], prefix_len: int, costs: Costs) -> Plan:
+    """The first-fit rows with the fewest estimated FLOPs; ``scored[i]``: LM-head positions of piece i."""
+    plans = []
+    for factor in WIDTH_FACTORS:
+        rows = first_fit(lengths, int(max(lengths) * factor))
+        width = max(sum(lengths[i] for i in row) for row in rows)
+        keep = max(sum(scored[i] for i in row) for row in rows)
+        flops = len(rows) * (width * (costs.token + costs.pair * (prefix_len + width)) + keep * costs.head)
+        plans.append(Plan(width, rows, keep, flops))
+    return min(plans, key=lambda x: x.flops)  # the first (narrowest) of equals
+
+
 @dataclass
 class _Rows:
     ids: list[list[int]]
@@ -81,11 +135,11 @@ class _Rows:
     terms: list[tuple[int, int, int, int, int]]
 
 
-def _layout(pieces: Sequence[Piece], width: int, pad_id: int) -> _Rows:
+def _layout(pieces: Sequence[Piece], members_of: list[list[int]], width: int, pad_id: int) -> _Rows:
     """Rows of ``width``: each row's unscored tokens, padding, then its scored tokens (right-aligned)."""
     rows = _Rows([], [], [], [], 1, [])
     tails = []
-    for r, members in enumerate(first_fit([len(p.ids) for p in pieces], width)):
+    for r, members in enumerate(members_of):
         head, tail, seg_base = [], [], 0
         for j in members:
             piece = pieces[j]
@@ -127,15 +181,16 @@ def packed_scores(lm: LoadedModel, pieces: Sequence[Piece], prefix: SharedPrefix
     """Summed log-likelihood of each option of each piece, from one forward over the packed rows."""
     import torch
 
-    width = max(len(p.ids) for p in pieces)
-    rows = _layout(pieces, width, lm.tokenizer.pad_token_id)
+    skip = len(prefix.ids) if prefix is not None else 0
+    chosen = plan([len(p.ids) for p in pieces], [p.n_scored for p in pieces], skip, Costs.of(lm.model))
+    rows = _layout(pieces, chosen.rows, chosen.width, lm.tokenizer.pad_token_id)
     sums = [[0.0] * n_options for _ in pieces]
     if not rows.terms:
         return sums
     tensors = [torch.tensor(x, dtype=torch.long) for x in (rows.ids, rows.positions, rows.segments, rows.parents)]
     ids, positions, segments, parents = tensors
     eager = getattr(lm.model.config, "_attn_implementation", None) == "eager"
-    mask = packed_mask(segments, parents, positions, len(prefix.ids) if prefix is not None else 0, lm.model.dtype if eager else None)
+    mask = packed_mask(segments, parents, positions, skip, lm.model.dtype if eager else None)
     extra = {cache_kwarg(lm.model): prefix.cache(len(ids)), "use_cache": True} if prefix is not None else {"use_cache": False}
     device = lm.device
     with torch.inference_mode():

@@ -14,7 +14,7 @@ from eval.generate import BackendNotAvailable, extract_answer, iter_generate, st
 from eval.modeling import load_model
 from eval.prompts import choices_prompt, generate_prompt, letter_prompt
 from eval.report import read_submission
-from eval.packing import first_fit, packs
+from eval.packing import Costs, first_fit, packs, plan
 from eval.prefix import SharedPrefix, common_prefix
 from eval.scoring import ScoringError, encode_pairs, iter_letter, letter_requests
 from eval.store import ScoreStore
@@ -206,6 +206,21 @@ def test_first_fit_packs_longest_first_within_the_width():
     assert first_fit([5, 2, 9, 3, 4], 9) == [[2], [0, 4], [3, 1]]
     assert first_fit([3, 3, 3], 9) == [[0, 1, 2]]
     assert first_fit([], 4) == []
+
+
+def test_plan_widens_rows_only_where_attention_is_cheap():
+    lengths, scored = [100, 60, 50, 40, 30], [1] * 5
+
+    def padding(p):
+        return len(p.rows) * p.width - sum(lengths)
+
+    # attention-heavy (the tiny model): wider rows would attend over many masked keys, so rows stay as wide as the longest
+    narrow = plan(lengths, scored, 10, Costs(token=1e5, pair=1e4, head=1e3))
+    assert narrow.width == 100 and narrow.rows == first_fit(lengths, 100) == [[0], [1, 3], [2, 4]]
+    assert narrow.keep == 2 and padding(narrow) == 20
+    # matmul-heavy (a wide model): one row holds every piece, no padding
+    wide = plan(lengths, scored, 10, Costs(token=2e9, pair=1e4, head=5e8))
+    assert wide.rows == [[0, 1, 2, 3, 4]] and wide.width == 280 and padding(wide) == 0 and wide.keep == 5
 
 
 def test_packed_scoring_on_eager_attention(tiny_instruct, mixed):
