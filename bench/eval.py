@@ -128,9 +128,22 @@ def _argmax(v: list[float]) -> int:
 
 def compare(lm, benchmark: str, n_questions: int, batch_size: int, rounds: int, reuse_prefix: bool = True,
             dtype: str = "float32", console=None, title: str = "", method: str = "letter") -> dict:
-    """Time our `letter` or `choices` scorer against lm-eval on the same in-memory model; returns the figures."""
+    """Time our `letter` or `choices` scorer against lm-eval on the same in-memory model; returns the figures.
+
+    Log records below ERROR are off while it runs (lm-eval's per-task chatter), then as they were.
+    """
     import logging
 
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        return _compare(lm, benchmark, n_questions, batch_size, rounds, reuse_prefix, dtype, console, title, method)
+    finally:
+        logging.disable(previous)
+
+
+def _compare(lm, benchmark: str, n_questions: int, batch_size: int, rounds: int, reuse_prefix: bool,
+             dtype: str, console, title: str, method: str) -> dict:
     import torch
     from rich.console import Console
     from rich.table import Table
@@ -138,7 +151,6 @@ def compare(lm, benchmark: str, n_questions: int, batch_size: int, rounds: int, 
     from bench import shapes
     from eval.data import load_benchmark
 
-    logging.disable(logging.WARNING)
     console = console or Console()
     questions = load_benchmark(benchmark, limit=n_questions)
     n = len(questions)

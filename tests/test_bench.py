@@ -49,3 +49,17 @@ def test_teacher_bench_runs_with_rate_limits_and_retries():
         assert r["ok"] == r["requests"]  # every 429 was retried to success
         assert r["rate_limited"] >= 1 and r["retries"] >= r["rate_limited"]
         assert r["ideal"] == pytest.approx(r["concurrency"] / 0.05)
+
+
+@pytest.mark.parametrize("method", ["letter", "choices"])
+def test_eval_bench_agrees_with_lm_eval(method, capsys):
+    """bench/eval.py on the tiny model: both scorers run, lm-eval's predictions are ours, the work model counts less work."""
+    from bench import eval as eval_bench
+
+    r = eval_bench.main(["--method", method, "--n", "12", "--rounds", "1", "--batch-size", "4", "--benchmark", str(eval_bench.SAMPLE)])
+    assert r["method"] == method and r["n"] == 12
+    assert r["same"] == 12 and r["max_diff"] < 1e-3
+    assert r["same_norm"] == (12 if method == "choices" else None)
+    assert r["work_ratio"] > 1 and r["ours_s"] > 0 and r["lm_eval_s"] > 0
+    out = capsys.readouterr().out
+    assert "identical predictions: yes" in out and "work (FLOPs incl. padding)" in out
