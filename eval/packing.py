@@ -156,8 +156,8 @@ def _layout(pieces: Sequence[Piece], members_of: list[list[int]], width: int, pa
     rows.keep = max(1, max(len(t) for _, t in tails))
     for r, tail in tails:
         column = {(j, t): rows.keep - len(tail) + k for k, (j, t, _) in enumerate(tail)}
-        for j, t in {(j, t) for j, t, _ in tail}:
-            rows.terms += [(r, column[(j, t)], tok, j, k) for t2, tok, k in pieces[j].targets if t2 == t]
+        for j in dict.fromkeys(j for j, _, _ in tail):  # the row's pieces, in order
+            rows.terms += [(r, column[(j, t)], tok, j, k) for t, tok, k in pieces[j].targets]
     return rows
 
 
