@@ -4,7 +4,10 @@ One module per job:
 
 * ``data``: load MCQ sets (JSON/JSONL/CSV/parquet, saved datasets, Hub names), clear errors;
 * ``prompts``: the prompts (Jinja, shared with the lm-eval export);
-* ``scoring``: `letter` and `choices` log-likelihood scorers (lm-eval-compatible tokenization);
+* ``scoring``: the `letter` scorer and the helpers both log-likelihood methods share; ``choices``:
+  the `choices` scorer (lm-eval's encode_pair rule, one context forward for the four options);
+  ``packing``: questions packed into scoring rows with a per-segment mask; ``prefix``: the shared
+  instruction prefix's KV cache, computed once;
 * ``generate``: `generate` (JSON answers, optional <think>), transformers or vLLM;
 * ``store``: the resumable per-question score store;
 * ``perplexity``: held-out perplexity and bits per byte (sliding window, batched, resumable) on
