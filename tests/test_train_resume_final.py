@@ -25,8 +25,16 @@ def _run(work, trainer, handler):
     from astrosage.core.stage import StageContext
     from astrosage.training.lifecycle import TrainingRun
 
+    class HandMadeTrainerRun(TrainingRun):
+        """The trainer is given; the data and trainer hooks are never reached."""
+
+        def build_data(self, *args):
+            raise AssertionError("not called: the trainer is hand-made")
+
+        training_args = make_trainer = build_data
+
     recipe = SimpleNamespace(model=SimpleNamespace(dtype="float32"))
-    run = TrainingRun(StageContext(recipe, "cpt", work.parent, work, {}), SimpleNamespace(save_total_limit=3, max_seq_len=32))
+    run = HandMadeTrainerRun(StageContext(recipe, "cpt", work.parent, work, {}), SimpleNamespace(save_total_limit=3, max_seq_len=32))
     run.handler, run.trainer = handler, trainer
     run.attach_callbacks()
     return run

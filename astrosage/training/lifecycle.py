@@ -22,6 +22,7 @@ master weights. Without DeepSpeed, bf16/fp16 recipes load fp32 weights and train
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import dataclasses
 import json
@@ -61,7 +62,7 @@ class LogLastStepCallback(TrainerCallback):
         return control
 
 
-class TrainingRun:
+class TrainingRun(abc.ABC):
     """One training stage run: :meth:`run` is the whole lifecycle; subclasses supply data and trainer."""
 
     #: named outputs beside ``model`` (relative to the stage folder), e.g. sft's rejected rows
@@ -82,20 +83,20 @@ class TrainingRun:
         self.trainer: Any = None
 
     # ------------------------------------------------------------------ hooks (the stage's part)
+    @abc.abstractmethod
     def build_data(self) -> None:
         """Build the training dataset (``self.tokenizer`` and ``self.handler`` are set)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def training_args(self, kwargs: dict[str, Any]) -> Any:
         """The trainer's arguments object from the shared keyword arguments."""
-        raise NotImplementedError
 
     def prepare_base(self, model) -> None:
         """Change the freshly loaded model before training; redone on the LoRA merge base."""
 
+    @abc.abstractmethod
     def make_trainer(self, model, args, lora) -> Any:
         """The trainer over ``model`` (``lora``: a peft config, or None for a full fine-tune)."""
-        raise NotImplementedError
 
     def stage_metrics(self) -> dict[str, Any]:
         """Metrics the stage adds to the training metrics."""
